@@ -1,0 +1,285 @@
+"""Experiment configuration: YAML -> frozen, validated dataclasses.
+
+One file per experiment; every hyper-parameter has a documented default (``metadata["help"]``). Loading is strict:
+an unknown key, a wrong type or an out-of-range value fails with an error that names the dotted key path (and
+suggests the closest valid key), because a typo that silently falls back to a default wastes a whole federated run.
+Named presets ship inside the package (``flare_vlp/configs/*.yaml``) and are accepted wherever a path is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "SynthSettings",
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "load_config",
+    "list_presets",
+    "preset_path",
+    "config_to_dict",
+    "config_from_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message starts with the dotted key path."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"`{key}` {message}")
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    """SynthCXR generation used when no real manifest is given (see docs/data.md for every knob)."""
+
+    sites: int = _f(5, "number of federated sites")
+    samples: int = _f(2000, "train+val samples over all sites")
+    alpha: float = _f(0.5, "Dirichlet label-skew alpha (smaller = more skew)")
+    acq_shift: float = _f(1.0, "acquisition-shift scale (0 = none)")
+    scenario: str = _f("default", "SynthCXR preset: default, iid, small_shifted_site, noisy_reports")
+    test_per_site: int = _f(300, "label-balanced test images per site")
+    unseen_site: bool = _f(True, "also generate a held-out 'unseen' site for out-of-distribution evaluation")
+    public_samples: int = _f(0, "public-split samples (CreamFL)")
+
+    def __post_init__(self) -> None:
+        _check(self.sites >= 1, "data.synth.sites", f"must be >= 1, got {self.sites}")
+        _check(self.samples >= self.sites, "data.synth.samples", f"must be >= sites, got {self.samples}")
+        _check(self.alpha > 0, "data.synth.alpha", f"must be > 0, got {self.alpha}")
+        _check(self.acq_shift >= 0, "data.synth.acq_shift", f"must be >= 0, got {self.acq_shift}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the image-report pairs come from and how they are preprocessed."""
+
+    manifest: str | None = _f(None, "manifest path (JSONL/CSV); null = generate SynthCXR into the run's data folder")
+    synth: SynthSettings = _f(None, "SynthCXR settings (used when manifest is null)")
+    image_size: int = _f(64, "square image side the loaders resize to")
+    augment: bool = _f(True, "random affine + intensity augmentation on training images")
+    cache: bool = _f(True, "decode every image once into memory (CachedManifestDataset)")
+    max_text_length: int = _f(64, "report tokens kept by the tokenizer")
+    allow_empty_report: bool = _f(False, "accept image-only rows (e.g. CheXpert)")
+
+    def __post_init__(self) -> None:
+        if self.synth is None:
+            object.__setattr__(self, "synth", SynthSettings())
+        _check(self.image_size >= 16, "data.image_size", f"must be >= 16, got {self.image_size}")
+        _check(self.max_text_length >= 8, "data.max_text_length", f"must be >= 8, got {self.max_text_length}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The CLIP-style dual encoder: which towers, the align blocks, heads and temperature."""
+
+    image_encoder: str = _f(
+        "cnn", "image encoder registry name (cnn, vit, vit_tiny, resnet10, efficientnet_lite0, ...)"
+    )
+    image_kwargs: dict = _f({}, "keyword arguments of the image encoder (e.g. path for hf_vision)")
+    text_encoder: str = _f("minilm", "text encoder registry name (minilm, tiny_bert, hf_text)")
+    text_kwargs: dict = _f({}, "keyword arguments of the text encoder (e.g. path for hf_text)")
+    embed_dim: int = _f(128, "shared embedding dimension")
+    align_block: bool = _f(True, "a residual 'align' block per tower before the projection head")
+    deep_encoder_blocks: int = _f(0, "last encoder blocks that also count as 'deep' (FedDRA stage 1)")
+    init_temperature: float = _f(0.07, "initial softmax temperature tau")
+    learnable_temperature: bool = _f(True, "learn log(1/tau), CLIP-style, clamped at max_logit_scale")
+    max_logit_scale: float = _f(100.0, "upper clamp of 1/tau")
+    frozen: list = _f(["text_encoder"], "parameter groups frozen for the whole run")
+
+    def __post_init__(self) -> None:
+        _check(self.embed_dim >= 2, "model.embed_dim", f"must be >= 2, got {self.embed_dim}")
+        _check(
+            0 < self.init_temperature < 1, "model.init_temperature", f"must be in (0, 1), got {self.init_temperature}"
+        )
+        _check(self.deep_encoder_blocks >= 0, "model.deep_encoder_blocks", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One local training loop for every method (centralized, local-only and each FL site)."""
+
+    epochs: float = _f(5.0, "passes over the (site's) training data; ignored when steps is set")
+    steps: int | None = _f(None, "optimizer steps (overrides epochs)")
+    batch_size: int = _f(64, "images per batch")
+    lr: float = _f(1e-3, "peak AdamW learning rate")
+    weight_decay: float = _f(0.05, "AdamW weight decay")
+    warmup_fraction: float = _f(0.1, "fraction of the steps with linear warmup")
+    schedule: Literal["cosine", "constant"] = _f("cosine", "learning-rate decay after warmup")
+    min_lr_ratio: float = _f(0.05, "final lr / peak lr for the cosine schedule")
+    grad_clip: float | None = _f(1.0, "max global grad norm (null = no clipping)")
+    positives: Literal["labels", "dedupe", "diagonal"] = _f(
+        "labels", "contrastive positives: identical label vectors (labels), de-duplicate (dedupe), plain CLIP"
+    )
+    prox_mu: float = _f(0.0, "FedProx proximal weight mu (0 = off)")
+    amp: Literal["auto", "off", "bf16"] = _f("auto", "bf16 autocast: auto = on GPU only")
+    log_every: int = _f(20, "steps between logged loss lines")
+
+    def __post_init__(self) -> None:
+        _check(self.epochs > 0, "train.epochs", f"must be > 0, got {self.epochs}")
+        _check(self.steps is None or self.steps > 0, "train.steps", f"must be > 0 or null, got {self.steps}")
+        _check(
+            self.batch_size >= 2,
+            "train.batch_size",
+            f"must be >= 2 (contrastive needs negatives), got {self.batch_size}",
+        )
+        _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        _check(0 <= self.warmup_fraction < 1, "train.warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
+        _check(self.prox_mu >= 0, "train.prox_mu", f"must be >= 0, got {self.prox_mu}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation protocol: zero-shot prompts, retrieval, linear probe (see docs/evaluation)."""
+
+    batch_size: int = _f(128, "images per evaluation batch")
+    retrieval_k: list = _f([1, 5, 10], "K of recall@K")
+    retrieval_hit: Literal["labels", "exact"] = _f("labels", "a hit = same label vector (labels) or the paired report")
+    linear_probe: bool = _f(True, "fit a logistic-regression probe on frozen image features")
+    probe_c: float = _f(1.0, "inverse L2 strength of the probe")
+    untrained_floor: bool = _f(True, "also evaluate a randomly initialised model as the floor")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: seed, data, model, local training, evaluation."""
+
+    name: str = _f("experiment", "run name")
+    seed: int = _f(0, "one seed for data generation, partitioning, init and sampling")
+    data: DataConfig = _f(None, "data section")
+    model: ModelConfig = _f(None, "model section")
+    train: TrainConfig = _f(None, "local training section")
+    eval: EvalConfig = _f(None, "evaluation section")
+
+    def __post_init__(self) -> None:
+        for name, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig), ("eval", EvalConfig)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, cls())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, t) for t in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is not None:
+        return isinstance(value, origin)
+    return isinstance(value, tp)
+
+
+def config_from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types by dotted path."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"`{prefix.rstrip('.') or '<root>'}` must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean `{prefix}{close[0]}`?)" if close else ""
+            raise ConfigError(f"`{path}` is not a known key{hint}; valid keys: {names}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = config_from_dict(tp, value, prefix=f"{path}.")
+            continue
+        if isinstance(value, str) and (tp is float or float in typing.get_args(tp)):
+            with contextlib.suppress(ValueError):  # YAML 1.1 reads 1e-3 (no dot) as a string
+                value = float(value)
+        if not _type_ok(value, tp):
+            raise ConfigError(f"`{path}` expects {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"`{prefix.rstrip('.') or cls.__name__}`: {e}") from None
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain nested dict (for YAML dumps and run folders)."""
+    return dataclasses.asdict(cfg)
+
+
+def list_presets() -> list[str]:
+    """Names of the configs shipped in ``flare_vlp/configs``."""
+    folder = resources.files("flare_vlp") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_path(name: str) -> Path:
+    folder = resources.files("flare_vlp") / "configs"
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        close = difflib.get_close_matches(name, list_presets(), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"no config file or preset named '{name}'{hint}; presets: {list_presets()}")
+    return Path(str(path))
+
+
+def load_config(name_or_path: str | Path, overrides: dict | None = None) -> ExperimentConfig:
+    """Load a preset name (``tiny``, ``demo``, ``bench``) or a YAML path, then apply nested ``overrides``."""
+    path = Path(name_or_path)
+    if not path.is_file() and not path.suffix:
+        path = preset_path(str(name_or_path))
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    try:
+        return config_from_dict(ExperimentConfig, raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
