@@ -20,9 +20,10 @@ from typing import Any, Literal
 
 import yaml
 
+from flare_vlp.data.synthetic.config import SynthConfig
+
 __all__ = [
     "ConfigError",
-    "SynthSettings",
     "DataConfig",
     "ModelConfig",
     "TrainConfig",
@@ -52,31 +53,13 @@ def _check(cond: bool, key: str, message: str) -> None:
 
 
 @dataclass(frozen=True)
-class SynthSettings:
-    """SynthCXR generation used when no real manifest is given (see docs/data.md for every knob)."""
-
-    sites: int = _f(5, "number of federated sites")
-    samples: int = _f(2000, "train+val samples over all sites")
-    alpha: float = _f(0.5, "Dirichlet label-skew alpha (smaller = more skew)")
-    acq_shift: float = _f(1.0, "acquisition-shift scale (0 = none)")
-    scenario: str = _f("default", "SynthCXR preset: default, iid, small_shifted_site, noisy_reports")
-    test_per_site: int = _f(300, "label-balanced test images per site")
-    unseen_site: bool = _f(True, "also generate a held-out 'unseen' site for out-of-distribution evaluation")
-    public_samples: int = _f(0, "public-split samples (CreamFL)")
-
-    def __post_init__(self) -> None:
-        _check(self.sites >= 1, "data.synth.sites", f"must be >= 1, got {self.sites}")
-        _check(self.samples >= self.sites, "data.synth.samples", f"must be >= sites, got {self.samples}")
-        _check(self.alpha > 0, "data.synth.alpha", f"must be > 0, got {self.alpha}")
-        _check(self.acq_shift >= 0, "data.synth.acq_shift", f"must be >= 0, got {self.acq_shift}")
-
-
-@dataclass(frozen=True)
 class DataConfig:
     """Where the image-report pairs come from and how they are preprocessed."""
 
     manifest: str | None = _f(None, "manifest path (JSONL/CSV); null = generate SynthCXR into the run's data folder")
-    synth: SynthSettings = _f(None, "SynthCXR settings (used when manifest is null)")
+    synth: SynthConfig = _f(
+        None, "SynthCXR settings when manifest is null (its seed and size come from `seed` and `data.image_size`)"
+    )
     image_size: int = _f(64, "square image side the loaders resize to")
     augment: bool = _f(True, "random affine + intensity augmentation on training images")
     cache: bool = _f(True, "decode every image once into memory (CachedManifestDataset)")
@@ -85,7 +68,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.synth is None:
-            object.__setattr__(self, "synth", SynthSettings())
+            object.__setattr__(self, "synth", SynthConfig(unseen_site=True))
         _check(self.image_size >= 16, "data.image_size", f"must be >= 16, got {self.image_size}")
         _check(self.max_text_length >= 8, "data.max_text_length", f"must be >= 8, got {self.max_text_length}")
 
@@ -228,7 +211,7 @@ def config_from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError) as e:  # validation of a section owned by another module (e.g. SynthConfig)
         raise ConfigError(f"`{prefix.rstrip('.') or cls.__name__}`: {e}") from None
 
 

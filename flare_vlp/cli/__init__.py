@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from flare_vlp import __version__
 from flare_vlp.cli import data as data_cmd
 from flare_vlp.cli import demo as demo_cmd
+from flare_vlp.cli import experiments as experiments_cmd
 
 __all__ = ["main", "build_parser"]
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)
+    experiments_cmd.add_parsers(sub)
     return parser
 
 

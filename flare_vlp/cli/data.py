@@ -168,7 +168,7 @@ def _convert(args: argparse.Namespace) -> int:
     if args.source not in CONVERTERS:
         raise ValueError(f"unknown source '{args.source}'; choose one of {sorted(CONVERTERS)}")
     manifest = CONVERTERS[args.source](args.root, args.out, **_parse_options(args.option))
-    print(f"wrote {args.out}: {len(manifest)} rows")
+    print(manifest.summary())
     print(counts_table(manifest, manifest.counts()))
     return 0
 

@@ -1,0 +1,102 @@
+"""From a config to objects: the manifest (SynthCXR generated on demand), datasets, loaders, tokenizer and model.
+
+The FLARE executors call the same builders as the centralized baseline, so both see identical data and models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from flare_vlp.config import DataConfig, ExperimentConfig, ModelConfig
+from flare_vlp.data.datasets import CachedManifestDataset, ManifestDataset
+from flare_vlp.data.manifest import Manifest, read_manifest
+from flare_vlp.data.synthetic import SynthConfig, generate_synthcxr
+from flare_vlp.data.text import TextImageCollate, load_tokenizer
+from flare_vlp.models import DualEncoder, build_dual_encoder, get_tokenizer_path
+
+__all__ = [
+    "synth_config",
+    "prepare_manifest",
+    "build_dataset",
+    "build_loader",
+    "build_tokenizer",
+    "build_model",
+]
+
+MANIFEST_NAME = "manifest.jsonl"
+
+
+def synth_config(cfg: ExperimentConfig) -> SynthConfig:
+    """The SynthCXR config of an experiment: its ``data.synth`` with the experiment's seed and image size."""
+    return dataclasses.replace(cfg.data.synth, seed=cfg.seed, size=cfg.data.image_size)
+
+
+def prepare_manifest(cfg: ExperimentConfig, data_dir: str | Path, *, progress=None) -> Manifest:
+    """Read ``data.manifest``, or generate SynthCXR into ``data_dir`` (reused when it was made with the same config)."""
+    if cfg.data.manifest is not None:
+        return read_manifest(cfg.data.manifest, allow_empty_report=cfg.data.allow_empty_report)
+    data_dir = Path(data_dir)
+    synth = synth_config(cfg)
+    meta = data_dir / "synthcxr.json"
+    if (data_dir / MANIFEST_NAME).is_file() and meta.is_file():
+        try:
+            same = json.loads(meta.read_text()).get("config") == synth.to_dict()
+        except (json.JSONDecodeError, AttributeError):
+            same = False
+        if same:
+            return read_manifest(data_dir / MANIFEST_NAME)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    generate_synthcxr(synth, data_dir, progress=progress, overwrite=True)
+    return read_manifest(data_dir / MANIFEST_NAME)
+
+
+def build_dataset(manifest: Manifest, data: DataConfig, *, train: bool, seed: int | None = None) -> Dataset:
+    """Cached (decode once) or plain MONAI dataset; augmentation only for training sets."""
+    augment = data.augment and train
+    if data.cache:
+        return CachedManifestDataset(manifest, size=data.image_size, augment=augment, seed=seed)
+    return ManifestDataset(manifest, size=data.image_size, augment=augment)
+
+
+def build_tokenizer(model: ModelConfig):
+    return load_tokenizer(get_tokenizer_path(model.text_encoder, **model.text_kwargs))
+
+
+def build_loader(
+    dataset: Dataset, tokenizer, *, batch_size: int, max_length: int, shuffle: bool, seed: int = 0
+) -> DataLoader:
+    """A seeded DataLoader with the tokenizing collate; training loaders drop the last partial batch."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=min(batch_size, len(dataset)),
+        shuffle=shuffle,
+        drop_last=shuffle,
+        generator=generator,
+        collate_fn=TextImageCollate(tokenizer, max_length),
+    )
+
+
+def build_model(model: ModelConfig, seed: int = 0) -> DualEncoder:
+    """The dual encoder of the config, seeded, with ``model.frozen`` groups frozen."""
+    torch.manual_seed(seed)
+    net = build_dual_encoder(
+        model.image_encoder,
+        model.text_encoder,
+        image_kwargs=model.image_kwargs,
+        text_kwargs=model.text_kwargs,
+        embed_dim=model.embed_dim,
+        align_block=model.align_block,
+        init_temperature=model.init_temperature,
+        learnable_temperature=model.learnable_temperature,
+        max_logit_scale=model.max_logit_scale,
+        deep_encoder_blocks=model.deep_encoder_blocks,
+    )
+    if model.frozen:
+        net.freeze(model.frozen)
+    return net

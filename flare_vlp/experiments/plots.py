@@ -1,0 +1,68 @@
+"""PNG plots of run folders (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["plot_losses", "plot_comparison"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _smooth(values: Sequence[float], window: int) -> np.ndarray:
+    v = np.asarray(values, dtype=float)
+    if len(v) < window or window < 2:
+        return v
+    return np.convolve(v, np.ones(window) / window, mode="valid")
+
+
+def plot_losses(losses: Mapping[str, Sequence[float]], path: str | Path, title: str = "training loss") -> Path:
+    """One smoothed loss curve per site (or one for pooled training)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for name, values in losses.items():
+        window = max(1, len(values) // 30)
+        smooth = _smooth(values, window)
+        ax.plot(np.arange(len(smooth)) + window // 2, smooth, label=name, lw=1.4)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_comparison(rows: Mapping[str, Mapping[str, float]], metrics: Sequence[str], path: str | Path) -> Path:
+    """Grouped bars: one group per metric, one bar per run."""
+    plt = _plt()
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(metrics) * max(1, len(names)) / 2), 3.8), dpi=110)
+    width = 0.8 / max(1, len(names))
+    x = np.arange(len(metrics))
+    for i, name in enumerate(names):
+        vals = [rows[name].get(m) for m in metrics]
+        vals = [np.nan if v is None else v for v in vals]
+        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=name)
+    ax.set_xticks(x)
+    ax.set_xticklabels([m.replace("_", "\n") for m in metrics], fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.axhline(0.5, color="gray", lw=0.8, ls="--")
+    ax.legend(fontsize=8, ncol=min(4, len(names)))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,163 @@
+"""The one local training loop: steps or epochs, AdamW, warmup + cosine, grad clipping, FedProx, bf16 on GPU.
+
+Used by the centralized and local-only baselines and by every FLARE executor, so a federated run and a centralized
+run differ only in who aggregates. Reports loss and samples/s; honours an abort callback between steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from flare_vlp.algorithms import proximal_term
+from flare_vlp.config import TrainConfig
+from flare_vlp.training.objectives import ContrastiveObjective, Objective, batch_to_device
+from flare_vlp.training.schedule import build_scheduler
+
+__all__ = ["TrainResult", "train_loop", "resolve_steps"]
+
+
+@dataclass
+class TrainResult:
+    """What a call of :func:`train_loop` did."""
+
+    steps: int
+    samples: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+    aborted: bool = False
+    last_logs: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mean_loss(self) -> float:
+        return float(sum(self.losses) / len(self.losses)) if self.losses else float("nan")
+
+    @property
+    def final_loss(self) -> float:
+        """Mean over the last 10% of steps (at least one): less noisy than the last batch."""
+        if not self.losses:
+            return float("nan")
+        tail = self.losses[-max(1, len(self.losses) // 10) :]
+        return float(sum(tail) / len(tail))
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else float("nan")
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "steps": self.steps,
+            "samples": self.samples,
+            "seconds": round(self.seconds, 3),
+            "mean_loss": self.mean_loss,
+            "final_loss": self.final_loss,
+            "samples_per_s": self.samples_per_s,
+        }
+
+
+def resolve_steps(cfg: TrainConfig, batches_per_epoch: int) -> int:
+    """Optimizer steps of one call: ``cfg.steps`` if set, else ceil(epochs x batches per epoch)."""
+    if cfg.steps is not None:
+        return int(cfg.steps)
+    if batches_per_epoch < 1:
+        raise ValueError("the training loader yields no batch (fewer samples than one batch with drop_last?)")
+    return max(1, math.ceil(cfg.epochs * batches_per_epoch))
+
+
+def _cycle(loader) -> Iterator:
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the training loader yields no batch")
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    use = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use)
+
+
+def train_loop(
+    model: nn.Module,
+    loader,
+    cfg: TrainConfig,
+    *,
+    objective: Objective | None = None,
+    device: torch.device | str = "cpu",
+    steps: int | None = None,
+    global_params: Mapping[str, torch.Tensor] | None = None,
+    seed: int | None = None,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+    should_abort: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train the parameters of ``model`` that have ``requires_grad`` (freeze groups before calling).
+
+    Args:
+        model: the model; frozen parameters are left out of the optimizer.
+        loader: an iterable of batches (dicts of tensors); cycled when the steps outlast one pass.
+        cfg: optimizer, schedule, clipping, FedProx mu and AMP settings.
+        objective: the per-batch loss (default: :class:`ContrastiveObjective` with ``cfg.positives``).
+        device: where to train.
+        steps: optimizer steps of this call (default: from ``cfg.steps`` / ``cfg.epochs``).
+        global_params: the round's global weights, for the FedProx term (used when ``cfg.prox_mu > 0``).
+        seed: seeds torch for dropout/augmentation randomness inside the model.
+        on_log: called every ``cfg.log_every`` steps and at the end with (step, logs).
+        should_abort: polled between steps; True stops the loop early (FLARE's abort signal).
+
+    Returns:
+        TrainResult with per-step losses, samples seen, wall seconds, and whether it was aborted.
+    """
+    device = torch.device(device)
+    if seed is not None:
+        torch.manual_seed(seed)
+    objective = objective or ContrastiveObjective(cfg.positives)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters: every parameter group is frozen")
+    total = steps if steps is not None else resolve_steps(cfg, len(loader))
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, total, int(cfg.warmup_fraction * total), cfg.schedule, cfg.min_lr_ratio)
+    prox_ref = None
+    if cfg.prox_mu > 0:
+        if global_params is None:
+            raise ValueError("train.prox_mu > 0 needs global_params (the round's global model)")
+        prox_ref = {k: v.detach().to(device) for k, v in global_params.items()}
+    model.to(device).train()
+    result = TrainResult(steps=0, samples=0, seconds=0.0)
+    batches = _cycle(loader)
+    t0 = time.perf_counter()
+    for step in range(total):
+        if should_abort is not None and should_abort():
+            result.aborted = True
+            break
+        batch = batch_to_device(next(batches), device)
+        with _autocast(cfg, device):
+            loss, logs = objective(model, batch)
+            if prox_ref is not None:
+                prox = proximal_term(model, prox_ref, cfg.prox_mu)
+                loss = loss + prox
+                logs["prox"] = float(prox.detach())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {float(loss)} at step {step}; logs: {logs}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+        optimizer.step()
+        scheduler.step()
+        result.steps += 1
+        result.samples += int(batch["image"].shape[0])
+        result.losses.append(float(loss.detach()))
+        logs.update(loss=result.losses[-1], lr=scheduler.get_last_lr()[0])
+        result.last_logs = logs
+        if on_log is not None and (step % max(1, cfg.log_every) == 0 or step == total - 1):
+            on_log(step, dict(logs))
+    result.seconds = time.perf_counter() - t0
+    return result
