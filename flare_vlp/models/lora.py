@@ -1,0 +1,205 @@
+"""LoRA adapters (peft) on the towers of a model, with global + personal pairs and adapter-only state dicts.
+
+FedOPAL (docs/methods.md §2) adapts each frozen linear layer as ``W = W0 + (alpha/r) (B_g A_g + B_p A_p)``: a global
+pair that is averaged across sites and a personal pair that never leaves the site, both trained at the same time.
+peft supports this directly: each adapter is injected under its own name into the same layers, and
+``set_adapter([...])`` on the tuner layers activates several adapters at once (their outputs are summed, each scaled
+by alpha/r) and makes them all trainable.
+
+The FL payload is one adapter's tensors: :func:`adapter_state_dict` drops the adapter name from the keys (as peft's
+``get_peft_model_state_dict`` does, but without its ``save_embedding_layers="auto"`` hub look-up), so a site's
+"global" state loads into any other site's "global" adapter.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "adapter_state_dict",
+    "add_lora",
+    "load_adapter_state_dict",
+    "list_adapters",
+    "lora_factor_pairs",
+]
+
+
+def _roots(model: nn.Module, towers: Sequence[str] | None) -> list[str]:
+    """Module-name prefixes to search: ``{tower}_encoder`` of a dual encoder, or the whole model."""
+    present = [t for t in ("image", "text") if hasattr(model, f"{t}_encoder")]
+    if not towers or not present:
+        return [""]
+    missing = [t for t in towers if not hasattr(model, f"{t}_encoder")]
+    if missing:
+        raise ValueError(f"LoRA tower {missing[0]!r} not found: the model has no `{missing[0]}_encoder`.")
+    return [f"{t}_encoder." for t in towers]
+
+
+def _match_targets(model: nn.Module, targets: Sequence[str], roots: list[str]) -> list[str]:
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.startswith(tuple(roots))]
+    matched: list[str] = []
+    for target in targets:
+        hits = [n for n in linears if n == target or n.endswith("." + target)]
+        if not hits:
+            short = sorted({n.rsplit(".", 1)[-1] for n in linears})
+            where = "the model" if roots == [""] else " / ".join(r.rstrip(".") for r in roots)
+            raise ValueError(
+                f"LoRA target {target!r} matches no nn.Linear in {where}. Linear module names there include: "
+                f"{', '.join(short[:8]) or '(none)'}."
+            )
+        matched += [n for n in hits if n not in matched]
+    return matched
+
+
+def list_adapters(model: nn.Module) -> list[str]:
+    """Sorted names of the LoRA adapters present in ``model``."""
+    from peft.tuners.lora import LoraLayer
+
+    return sorted({name for m in model.modules() if isinstance(m, LoraLayer) for name in m.lora_A})
+
+
+def add_lora(
+    model: nn.Module,
+    targets: Sequence[str] | str,
+    r: int = 8,
+    alpha: float = 16,
+    dropout: float = 0.0,
+    adapter_names: Sequence[str] = ("global",),
+    towers: Sequence[str] | None = ("image", "text"),
+) -> list[str]:
+    """Inject LoRA adapters, in place, into the ``nn.Linear`` modules named by ``targets``.
+
+    Every adapter of the model (those added now and any added before) ends up active and trainable, so
+    ``adapter_names=("global", "personal")`` gives ``W = W0 + (alpha/r)(B_g A_g + B_p A_p)``. peft initialises each B
+    at zero, so the model's output is unchanged at first.
+
+    Args:
+        model: a :class:`~flare_vlp.models.dual_encoder.DualEncoder` or any module.
+        targets: module-name suffixes, e.g. ``["query", "value"]`` (BERT), ``"qkv"`` / ``"out_proj"`` (MONAI ViT).
+        r: rank (default 8).
+        alpha: scale numerator; the update is scaled by alpha / r (default 16).
+        dropout: dropout on the adapter input (default 0).
+        adapter_names: adapters to add (default ``("global",)``).
+        towers: for a model with ``image_encoder`` / ``text_encoder``, adapt only these towers (default both);
+            ``None`` or a model without towers: search the whole model.
+
+    Returns:
+        The names of the adapted modules.
+
+    Side effects:
+        peft freezes the base weights of the adapted model; parameters outside the adapted towers (align blocks,
+        heads, temperature, a classifier) keep their ``requires_grad``. On a model without towers everything but the
+        adapters is frozen.
+
+    Raises:
+        ValueError: a target that matches no ``nn.Linear`` (the message lists names that exist), a bad ``r``, an
+            empty ``adapter_names``, or an adapter name that already exists.
+    """
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.tuners.tuners_utils import set_adapter
+
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    adapter_names = [adapter_names] if isinstance(adapter_names, str) else list(adapter_names)
+    if r < 1:
+        raise ValueError(f"LoRA rank `r` must be positive, got {r}.")
+    if not adapter_names or not targets:
+        raise ValueError("`adapter_names` and `targets` must be non-empty.")
+    existing = list_adapters(model)
+    clash = [a for a in adapter_names if a in existing]
+    if clash:
+        raise ValueError(f"LoRA adapter {clash[0]!r} already exists (present: {', '.join(existing)}).")
+    roots = _roots(model, towers)
+    modules = _match_targets(model, targets, roots)
+    before = {n: p.requires_grad for n, p in model.named_parameters()}
+    for name in adapter_names:
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, bias="none")
+        with warnings.catch_warnings():  # a second adapter on the same layers is the point here, not a mistake
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            inject_adapter_in_model(config, model, adapter_name=name)
+    set_adapter(model, list_adapters(model))  # all adapters active and trainable at once
+    if roots != [""]:  # peft froze the whole model; give modules outside the towers their trainability back
+        for name, param in model.named_parameters():
+            if name in before and not name.startswith(tuple(roots)):
+                param.requires_grad_(before[name])
+    return modules
+
+
+def _adapter_key_map(model: nn.Module, adapter: str) -> dict[str, str]:
+    """Adapter-free key -> full state-dict key for the tensors of ``adapter``."""
+    pattern = re.compile(rf"(\.lora_[A-Za-z_]+)\.{re.escape(adapter)}(?=\.|$)")
+    mapping = {}
+    for key in model.state_dict():
+        short = pattern.sub(r"\1", key)
+        if short != key:
+            mapping[short] = key
+    if not mapping:
+        raise ValueError(f"No LoRA adapter {adapter!r} in the model (adapters: {list_adapters(model) or 'none'}).")
+    return mapping
+
+
+def adapter_state_dict(model: nn.Module, adapter: str = "global") -> dict[str, torch.Tensor]:
+    """Detached copies of one adapter's tensors, keys without the adapter name (``...qkv.lora_A.weight``).
+
+    Raises:
+        ValueError: the model has no adapter of that name; the message lists those it has.
+    """
+    full = model.state_dict()
+    return {short: full[key].detach().clone() for short, key in _adapter_key_map(model, adapter).items()}
+
+
+def load_adapter_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], adapter: str = "global", strict: bool = True
+) -> None:
+    """Load tensors from :func:`adapter_state_dict` (possibly of another site) into ``adapter``.
+
+    Raises:
+        KeyError: (strict) the first missing or unexpected key, named.
+        ValueError: a shape mismatch (e.g. another rank or architecture), or an unknown adapter.
+    """
+    mapping = _adapter_key_map(model, adapter)
+    if strict:
+        unexpected = [k for k in state if k not in mapping]
+        missing = [k for k in mapping if k not in state]
+        if unexpected or missing:
+            kind, key = ("Unexpected", unexpected[0]) if unexpected else ("Missing", missing[0])
+            raise KeyError(
+                f"{kind} key {key!r} loading LoRA adapter {adapter!r} "
+                f"({len(unexpected)} unexpected, {len(missing)} missing): another architecture or LoRA targets?"
+            )
+    own = model.state_dict(keep_vars=True)
+    for short, value in state.items():
+        if short in mapping and tuple(own[mapping[short]].shape) != tuple(value.shape):
+            raise ValueError(
+                f"Shape mismatch for LoRA key {short!r}: model {tuple(own[mapping[short]].shape)}, state "
+                f"{tuple(value.shape)} (another rank or architecture?)"
+            )
+    with torch.no_grad():
+        for short, value in state.items():
+            if short in mapping:
+                target = own[mapping[short]]
+                target.copy_(value.to(dtype=target.dtype, device=target.device))
+
+
+def lora_factor_pairs(model: nn.Module, adapter: str = "global") -> list[tuple[nn.Parameter, nn.Parameter]]:
+    """``(A, B)`` weights of ``adapter`` per adapted layer, in module order (A: ``r x in``, B: ``out x r``).
+
+    The live parameters (not copies), so orthogonality regularisers between adapters backpropagate into them.
+
+    Raises:
+        ValueError: the model has no adapter of that name.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    pairs = [
+        (m.lora_A[adapter].weight, m.lora_B[adapter].weight)
+        for m in model.modules()
+        if isinstance(m, LoraLayer) and adapter in m.lora_A
+    ]
+    if not pairs:
+        raise ValueError(f"No LoRA adapter {adapter!r} in the model (adapters: {list_adapters(model) or 'none'}).")
+    return pairs
