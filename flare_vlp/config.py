@@ -118,6 +118,9 @@ class TrainConfig:
     prox_mu: float = _f(0.0, "FedProx proximal weight mu (0 = off)")
     amp: Literal["auto", "off", "bf16"] = _f("auto", "bf16 autocast: auto = on GPU only")
     log_every: int = _f(20, "steps between logged loss lines")
+    bn_recalibration_batches: int = _f(
+        16, "batches used to re-estimate BatchNorm statistics after training (precise BN; 0 = keep the EMA)"
+    )
 
     def __post_init__(self) -> None:
         _check(self.epochs > 0, "train.epochs", f"must be > 0, got {self.epochs}")

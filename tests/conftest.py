@@ -7,3 +7,17 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synth_small(tmp_path_factory):
+    """A small SynthCXR federation (2 sites + unseen, 64 px) generated once per test session."""
+    from flare_vlp.data.manifest import read_manifest
+    from flare_vlp.data.synthetic import SynthConfig, generate_synthcxr
+
+    out = tmp_path_factory.mktemp("synth") / "synthcxr"
+    cfg = SynthConfig(sites=2, samples=640, test_per_site=40, unseen_site=True, unseen_samples=40, seed=0)
+    generate_synthcxr(cfg, out, workers=1)
+    return read_manifest(out / "manifest.jsonl")

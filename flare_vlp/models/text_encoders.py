@@ -85,6 +85,9 @@ def _load_hf(path: str | Path, what: str) -> nn.Module:
     from transformers import AutoModel
 
     folder = _check_local_dir(path, what)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a per-load progress bar is noise in FLARE logs and test output
     return AutoModel.from_pretrained(str(folder), local_files_only=True)
 
 
