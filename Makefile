@@ -1,5 +1,5 @@
 # The two commands of the README. Each sets up .venv by itself (torch==2.13.0 first) and then runs.
-.PHONY: setup demo test lint format bench-data clean
+.PHONY: setup demo test lint format bench-data bench-vlp clean
 
 setup:
 	bash scripts/setup.sh test
@@ -22,6 +22,9 @@ format:
 
 bench-data: setup
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_data.py
+
+bench-vlp: setup
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_vlp.py
 
 clean:
 	rm -rf .venv runs .pytest_cache .ruff_cache
