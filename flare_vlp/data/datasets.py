@@ -31,13 +31,13 @@ from monai.data import Dataset as MonaiDataset
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
+from flare_vlp.data.augment import build_augment_transforms
 from flare_vlp.data.keys import SampleKey
 from flare_vlp.data.manifest import Manifest
 from flare_vlp.data.transforms import (
     ImageLoadError,
     Intensity,
     apply_transform,
-    build_augment_transforms,
     build_image_transforms,
     build_load_transforms,
 )

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from flare_vlp.data.augment import build_augment_transforms
 from flare_vlp.data.transforms import (
     ImageLoadError,
     LoadGrayImaged,
     apply_transform,
-    build_augment_transforms,
     build_image_transforms,
     build_load_transforms,
     load_image,
