@@ -118,6 +118,9 @@ class TrainConfig:
     prox_mu: float = _f(0.0, "FedProx proximal weight mu (0 = off)")
     amp: Literal["auto", "off", "bf16"] = _f("auto", "bf16 autocast: auto = on GPU only")
     log_every: int = _f(20, "steps between logged loss lines")
+    warm_frozen: dict = _f(
+        {}, "freezing schedule: group -> optimizer steps it stays frozen at the start (e.g. {image_encoder: 100})"
+    )
     bn_recalibration_batches: int = _f(
         16, "batches used to re-estimate BatchNorm statistics after training (precise BN; 0 = keep the EMA)"
     )
@@ -133,6 +136,8 @@ class TrainConfig:
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         _check(0 <= self.warmup_fraction < 1, "train.warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
         _check(self.prox_mu >= 0, "train.prox_mu", f"must be >= 0, got {self.prox_mu}")
+        for group, n in self.warm_frozen.items():
+            _check(isinstance(n, int) and n >= 0, f"train.warm_frozen.{group}", f"must be an int >= 0, got {n!r}")
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,28 @@ def _cycle(loader) -> Iterator:
             raise ValueError("the training loader yields no batch")
 
 
+def _warm_frozen(model: nn.Module, schedule: Mapping[str, int]) -> dict[int, list[nn.Parameter]]:
+    """Freeze each scheduled group now; return step -> the parameters to unfreeze at that step.
+
+    Only parameters that are trainable when the loop starts take part (a group frozen by the config stays frozen).
+    Warming up new heads on a frozen (e.g. pretrained) encoder before unfreezing it protects the encoder from the
+    large, random gradients of the fresh heads.
+    """
+    if not schedule:
+        return {}
+    if not hasattr(model, "param_names"):
+        raise ValueError("train.warm_frozen needs a model with named parameter groups (DualEncoder)")
+    named = dict(model.named_parameters())
+    thaw: dict[int, list[nn.Parameter]] = {}
+    for group, steps in schedule.items():
+        for name in model.param_names(group):
+            param = named[name]
+            if param.requires_grad and steps > 0:
+                param.requires_grad_(False)
+                thaw.setdefault(int(steps), []).append(param)
+    return thaw
+
+
 def set_train_mode(model: nn.Module) -> None:
     """``model.train()``, but sub-modules whose parameters are all frozen run in eval mode.
 
@@ -159,6 +181,7 @@ def train_loop(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters: every parameter group is frozen")
+    thaw_at = _warm_frozen(model, cfg.warm_frozen)
     total = steps if steps is not None else resolve_steps(cfg, len(loader))
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = build_scheduler(optimizer, total, int(cfg.warmup_fraction * total), cfg.schedule, cfg.min_lr_ratio)
@@ -176,6 +199,8 @@ def train_loop(
         if should_abort is not None and should_abort():
             result.aborted = True
             break
+        for param in thaw_at.pop(step, []):
+            param.requires_grad_(True)
         batch = batch_to_device(next(batches), device)
         with _autocast(cfg, device):
             loss, logs = objective(model, batch)
@@ -198,6 +223,9 @@ def train_loop(
         result.last_logs = logs
         if on_log is not None and (step % max(1, cfg.log_every) == 0 or step == total - 1):
             on_log(step, dict(logs))
+    for pending in thaw_at.values():  # a schedule longer than this call: leave the model as it was given
+        for param in pending:
+            param.requires_grad_(True)
     if cfg.bn_recalibration_batches and not result.aborted:
         stats_batches = [next(batches) for _ in range(cfg.bn_recalibration_batches)]
         with _autocast(cfg, device):

@@ -108,3 +108,21 @@ def test_everything_frozen_is_an_error(setup):
     model = build_model(dataclasses.replace(cfg.model, frozen=["all"]))
     with pytest.raises(ValueError, match="no trainable parameters"):
         train_loop(model, loader, cfg.train, steps=1)
+
+
+def test_warm_frozen_schedule_unfreezes_on_time(setup):
+    cfg, loader = setup
+    model = build_model(cfg.model, seed=0)
+    start = {k: v.clone() for k, v in model.group_state_dict("image_encoder").items() if v.is_floating_point()}
+    head = model.image_head.weight.detach().clone()
+    schedule = dataclasses.replace(cfg.train, warm_frozen={"image_encoder": 3}, bn_recalibration_batches=0)
+    train_loop(model, loader, schedule, steps=3, seed=0)
+    after = model.group_state_dict("image_encoder")
+    frozen_keys = [k for k in start if "running" not in k]  # BatchNorm statistics still update in train mode
+    assert all(torch.equal(start[k], after[k]) for k in frozen_keys)
+    assert not torch.equal(head, model.image_head.weight)
+    assert all(p.requires_grad for p in model.image_encoder.parameters())  # restored after the call
+    model = build_model(cfg.model, seed=0)
+    train_loop(model, loader, dataclasses.replace(schedule, warm_frozen={"image_encoder": 2}), steps=3, seed=0)
+    assert any(not torch.equal(start[k], model.group_state_dict("image_encoder")[k]) for k in frozen_keys)
+    assert all(p.requires_grad for p in model.image_encoder.parameters())
