@@ -15,6 +15,7 @@ from flare_vlp import __version__
 from flare_vlp.cli import data as data_cmd
 from flare_vlp.cli import demo as demo_cmd
 from flare_vlp.cli import experiments as experiments_cmd
+from flare_vlp.cli import federated as federated_cmd
 
 __all__ = ["main", "build_parser"]
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cmd.add_parser(sub)
     demo_cmd.add_parser(sub)
     experiments_cmd.add_parsers(sub)
+    federated_cmd.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,7 @@
+"""The FLARE plugins: the only flare_vlp package that imports nvflare.
+
+* ``flare_vlp.fl.executors.VLPExecutor``: the site component (train / validate / submit_model tasks).
+* ``flare_vlp.fl.controllers.FedAvgVLP`` / ``FedProxVLP``: server workflows over a shared round skeleton.
+* ``flare_vlp.fl.persistor.VLPModelPersistor``: seeded initial model, atomic saves, resume.
+* ``flare_vlp.fl.job_export``: site policy (class allow-list) and job export helpers.
+"""

@@ -1,0 +1,75 @@
+"""Site component policy and job export.
+
+FLARE 2.9 builds job components only from classes on a site's ``class_allow_list`` (``local/resources.json``; the
+default list holds NVFLARE classes only) unless the job ships code in ``custom/`` (BYOC). flare_vlp jobs use the
+installed package instead of shipping code, so every site that runs them must allow the ``flare_vlp.`` prefix:
+:func:`allow_flare_vlp` does that for a simulator workspace or a POC/production site's startup folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
+
+__all__ = ["PACKAGE_PREFIX", "allow_flare_vlp", "export_jobs", "JOB_NAMES"]
+
+PACKAGE_PREFIX = "flare_vlp."
+ALLOW_LIST_KEY = "class_allow_list"
+JOB_NAMES = {"fedavg": "fedavg_vlp", "fedprox": "fedprox_vlp"}
+
+
+def allow_flare_vlp(local_dir: str | Path) -> Path:
+    """Add ``flare_vlp.`` to the class allow-list in ``local_dir/resources.json`` (created from the default if absent).
+
+    Args:
+        local_dir: a site's ``local`` folder, e.g. ``<simulator workspace>/local`` or ``<startup kit>/local``.
+
+    Returns:
+        The path of the ``resources.json`` written.
+    """
+    local_dir = Path(local_dir)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    path = local_dir / "resources.json"
+    source = path if path.is_file() else local_dir / "resources.json.default"
+    resources = json.loads(source.read_text()) if source.is_file() else {"format_version": 2}
+    if not isinstance(resources, dict):
+        raise ValueError(f"{source}: must hold a JSON object, got {type(resources).__name__}")
+    allow = list(resources.get(ALLOW_LIST_KEY) or DEFAULT_CLASS_ALLOW_LIST)
+    if "*" not in allow and PACKAGE_PREFIX not in allow:
+        allow.append(PACKAGE_PREFIX)
+    resources[ALLOW_LIST_KEY] = allow
+    path.write_text(json.dumps(resources, indent=4) + "\n")
+    return path
+
+
+def export_jobs(
+    out_dir: str | Path,
+    *,
+    config: str = "tiny",
+    data_dir: str | Path,
+    num_rounds: int = 2,
+    n_clients: int = 2,
+    mu: float = 0.01,
+    **kwargs,
+) -> dict[str, Path]:
+    """Write ``out_dir/fedavg_vlp`` and ``out_dir/fedprox_vlp`` job folders; returns method -> folder.
+
+    ``data_dir`` is written into the client config as an absolute path (sites on this machine read it; other
+    machines need the same path or a per-site manifest). Extra ``kwargs`` go to both recipes.
+    """
+    from flare_vlp.recipes import FedAvgVLPRecipe, FedProxVLPRecipe
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    common = {"config": config, "data_dir": data_dir, "num_rounds": num_rounds, "min_clients": n_clients, **kwargs}
+    recipes = {
+        "fedavg": FedAvgVLPRecipe(name=JOB_NAMES["fedavg"], **common),
+        "fedprox": FedProxVLPRecipe(name=JOB_NAMES["fedprox"], mu=mu, **common),
+    }
+    paths = {}
+    for method, recipe in recipes.items():
+        recipe.export(str(out_dir))
+        paths[method] = out_dir / JOB_NAMES[method]
+    return paths

@@ -1,0 +1,132 @@
+"""``flare-vlp run``: a federated method in the FLARE simulator, evaluated like every baseline.
+
+Steps: prepare the data (SynthCXR generated once, before the sites start), build the method's Recipe with one
+simulated client per training site, run it in ``SimEnv``, then load the final global model and evaluate it with the
+same protocol as the centralized / local baselines, into the same run-folder layout (``flare-vlp report`` compares
+them). The FLARE workspace (site logs, the persisted global model) is kept under ``RUN_DIR/flare``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from flare_vlp.config import load_config
+from flare_vlp.evaluation import UNSEEN_SITE, evaluate_model
+from flare_vlp.experiments.baselines import probe_subset
+from flare_vlp.experiments.builders import build_dataset, build_model, build_tokenizer, prepare_manifest
+from flare_vlp.experiments.plots import plot_losses
+from flare_vlp.experiments.run_folder import RunFolder
+from flare_vlp.utils.io import atomic_output_dir
+
+__all__ = ["METHODS", "run_federated"]
+
+
+def _recipes() -> dict:
+    from flare_vlp.recipes import FedAvgVLPRecipe, FedProxVLPRecipe
+
+    return {"fedavg": FedAvgVLPRecipe, "fedprox": FedProxVLPRecipe}
+
+
+METHODS = ("fedavg", "fedprox")
+
+
+def run_federated(
+    config: str,
+    out_dir: str | Path,
+    method: str,
+    *,
+    num_rounds: int = 5,
+    local_steps: int | None = None,
+    data_dir: str | Path | None = None,
+    mu: float = 0.01,
+    overwrite: bool = False,
+    seed: int | None = None,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    """Run ``method`` in the simulator and write its run folder; returns the headline summary."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method '{method}'; choose one of {list(METHODS)}")
+    overrides = {"seed": seed} if seed is not None else None
+    cfg = load_config(config, overrides)
+    out_dir = Path(out_dir).absolute()
+    data_dir = Path(data_dir).absolute() if data_dir is not None else out_dir.parent / "data" / "synthcxr"
+    t0 = time.perf_counter()
+    manifest = prepare_manifest(cfg, data_dir)
+    sites = [s for s in manifest.sites if s != UNSEEN_SITE and len(manifest.select(site=s, split=["train", "test"]))]
+    echo(f"[{method}] data: {len(manifest)} rows; {len(sites)} sites {sites}; {num_rounds} rounds in the simulator")
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+        kwargs = {"mu": mu} if method == "fedprox" else {}
+        recipe = _recipes()[method](
+            name=f"{method}_vlp",
+            config=config if not Path(config).suffix else str(Path(config).absolute()),
+            num_rounds=num_rounds,
+            min_clients=len(sites),
+            data_dir=str(data_dir),
+            local_steps=local_steps,
+            run_dir=str(tmp),
+            site_map={f"site-{i + 1}": s for i, s in enumerate(sites)},  # simulator clients are site-1..site-N
+            num_threads=1,
+            config_overrides=overrides,
+            **kwargs,
+        )
+        from nvflare.recipe import SimEnv
+
+        env = SimEnv(num_clients=len(sites), num_threads=len(sites), workspace_root=str(tmp / "flare"))
+        recipe.run(env).get_result()
+        model_file = tmp / "models" / "global.safetensors"
+        if not model_file.is_file():
+            raise RuntimeError(f"the {method} job ended without a global model; see the logs under {tmp / 'flare'}")
+        fl_seconds = time.perf_counter() - t0
+        echo(f"[{method}] federated training done in {fl_seconds:.0f} s; evaluating the global model")
+        summary = _evaluate(cfg, manifest, model_file, tmp, method, fl_seconds, echo)
+    echo(f"[{method}] wrote {out_dir} ({time.perf_counter() - t0:.0f} s)")
+    return summary
+
+
+def _evaluate(cfg, manifest, model_file: Path, root: Path, method: str, fl_seconds: float, echo) -> dict:
+    tokenizer = build_tokenizer(cfg.model)
+    test_ds = build_dataset(manifest.select(split="test"), cfg.data, train=False)
+    probe_ds = build_dataset(probe_subset(manifest, cfg.seed), cfg.data, train=False)
+
+    def evaluate(model):
+        return evaluate_model(
+            model, tokenizer, test_ds, manifest.findings, cfg.eval, probe_train=probe_ds,
+            max_length=cfg.data.max_text_length, seed=cfg.seed,
+        )  # fmt: skip
+
+    model = build_model(cfg.model, seed=cfg.seed)
+    floor = evaluate(model) if cfg.eval.untrained_floor else None
+    state = {k: v for k, v in load_file(str(model_file)).items()}
+    model.load_group_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()})
+    ev = evaluate(model)
+    run = RunFolder(root)
+    try:
+        run.log("eval", site="global", **ev["summary"])
+        losses = _round_losses(root / "metrics.jsonl")
+        if losses:
+            plot_losses(losses, root / "plots" / "round_loss.png", title=f"{method}: site train loss per round")
+        extra = {"eval": ev, "seconds_federated": round(fl_seconds, 1)}
+        if floor is not None:
+            extra["floor"] = floor["summary"]
+        run.write_summary(method, "federated", ev["summary"], **extra)
+    finally:
+        run.close()
+    return ev["summary"]
+
+
+def _round_losses(metrics: Path) -> dict[str, list[float]]:
+    """Per-site train loss by round, from the controller's ``site`` events."""
+    out: dict[str, list[float]] = {}
+    if not metrics.is_file():
+        return out
+    for line in metrics.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("event") == "site" and event.get("train_loss") is not None:
+            out.setdefault(event["site"], []).append(float(event["train_loss"]))
+    return out

@@ -1,0 +1,41 @@
+"""The committed job folders under jobs/ equal a fresh export, and `flare-vlp run` works end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flare_vlp.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_committed_jobs_are_fresh(tmp_path, capsys):
+    assert main(["jobs", "export", "--out", str(tmp_path)]) == 0
+    fresh, committed = _files(tmp_path), _files(REPO / "jobs")
+    assert fresh == committed, "jobs/ is stale: run `flare-vlp jobs export --out jobs` and commit"
+    assert not any("custom" in name for name in committed)
+    client = json.loads(committed["fedavg_vlp/app/config/config_fed_client.json"])
+    assert client["executors"][0]["executor"]["path"] == "flare_vlp.fl.executors.vlp_executor.VLPExecutor"
+
+
+@pytest.mark.slow
+def test_cli_run_fedavg_then_report(synth_small, tmp_path, capsys):
+    data_dir = Path(synth_small.path).parent
+    out = tmp_path / "fedavg"
+    args = ["run", "--method", "fedavg", "--config", "tiny", "--rounds", "1", "--local-steps", "2"]
+    assert main([*args, "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "fedavg" and 0 <= summary["summary"]["zero_shot_pooled"] <= 1
+    assert (out / "models" / "global.safetensors").is_file() and (out / "flare").is_dir()
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {(e["site"], e["round"]) for e in events if e["event"] == "site"} == {("site-1", 0), ("site-2", 0)}
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    assert "| fedavg |" in capsys.readouterr().out

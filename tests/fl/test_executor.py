@@ -1,0 +1,102 @@
+"""VLPExecutor called directly with hand-built Shareables and a bare FLContext (no FLARE runtime needed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from nvflare.apis.fl_constant import FLMetaKey, ReservedKey, ReturnCode
+from nvflare.apis.fl_context import FLContext
+from nvflare.apis.shareable import Shareable
+from nvflare.apis.signal import Signal
+from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
+from nvflare.app_common.utils.fl_model_utils import FLModelUtils
+
+from flare_vlp.config import load_config
+from flare_vlp.experiments.builders import build_model
+from flare_vlp.fl.exchange import TaskMeta, exchanged_keys, to_numpy
+from flare_vlp.fl.executors import VLPExecutor
+
+FAST = {"train": {"bn_recalibration_batches": 1}}  # a tiny round in about a second
+
+
+def _ctx(site: str) -> FLContext:
+    ctx = FLContext()
+    ctx.set_prop(ReservedKey.IDENTITY_NAME, site, private=False, sticky=False)
+    return ctx
+
+
+def _task(meta: dict | None = None, rnd: int = 0) -> Shareable:
+    cfg = load_config("tiny", FAST)
+    params = to_numpy(build_model(cfg.model, seed=cfg.seed).state_dict())
+    model = FLModel(params_type=ParamsType.FULL, params=params, current_round=rnd, total_rounds=2, meta=meta or {})
+    return FLModelUtils.to_shareable(model)
+
+
+@pytest.fixture(scope="module")
+def executor(tiny_data_dir):
+    return VLPExecutor(config="tiny", data_dir=str(tiny_data_dir), local_steps=2, config_overrides=FAST, num_threads=1)
+
+
+def test_train_returns_trained_groups_with_weight_and_metrics(executor):
+    reply = executor.execute("train", _task(), _ctx("site-1"), Signal())
+    assert reply.get_return_code() == ReturnCode.OK
+    out = FLModelUtils.from_shareable(reply)
+    cfg = load_config("tiny", FAST)
+    assert sorted(out.params) == sorted(exchanged_keys(build_model(cfg.model), ["all"], cfg.model.frozen))
+    assert all(isinstance(v, np.ndarray) for v in out.params.values())
+    assert out.meta[FLMetaKey.NUM_STEPS_CURRENT_ROUND] == 2
+    assert out.meta[TaskMeta.N_SAMPLES] > 0 and out.meta[TaskMeta.SITE] == "site-1"
+    assert math.isfinite(out.metrics["train_loss"]) and math.isfinite(out.metrics["val_loss"])
+    assert out.metrics["samples_per_s"] > 0
+
+
+def test_train_sends_only_the_groups_asked_for_and_applies_prox(executor):
+    meta = {TaskMeta.TRAINABLE_GROUPS: ["image_head", "temperature"], TaskMeta.PROX_MU: 0.1}
+    reply = executor.execute("train", _task(meta, rnd=1), _ctx("site-1"), Signal())
+    out = FLModelUtils.from_shareable(reply)
+    assert out.params and all(k.startswith("image_head.") or k == "log_scale" for k in out.params), list(out.params)
+    assert out.metrics["prox"] >= 0
+
+
+def test_validate_and_submit_model(executor):
+    reply = executor.execute("validate", _task(), _ctx("site-1"), Signal())
+    out = FLModelUtils.from_shareable(reply)
+    assert out.metrics["n_val"] > 0 and math.isfinite(out.metrics["val_loss"])
+    submitted = FLModelUtils.from_shareable(executor.execute("submit_model", Shareable(), _ctx("site-1"), Signal()))
+    assert "log_scale" in submitted.params
+
+
+def test_abort_and_unknown_task(executor):
+    aborted = Signal()
+    aborted.trigger("test")
+    assert executor.execute("train", _task(), _ctx("site-1"), aborted).get_return_code() == ReturnCode.TASK_ABORTED
+    assert executor.execute("nope", _task(), _ctx("site-1"), Signal()).get_return_code() == ReturnCode.TASK_UNKNOWN
+
+
+def test_site_without_rows_is_an_error_reply_naming_the_site(tiny_data_dir):
+    ex = VLPExecutor(config="tiny", data_dir=str(tiny_data_dir), config_overrides=FAST)
+    reply = ex.execute("train", _task(), _ctx("site-9"), Signal())
+    assert reply.get_return_code() == ReturnCode.EXECUTION_EXCEPTION
+    assert "site-9" in ex._setup_error and "no train rows" in ex._setup_error
+
+
+def test_site_map_routes_a_flare_name_to_a_data_site(tiny_data_dir):
+    ex = VLPExecutor(config="tiny", data_dir=str(tiny_data_dir), site_map={"hospital-a": "site-2"}, local_steps=1)
+    out = FLModelUtils.from_shareable(ex.execute("train", _task(), _ctx("hospital-a"), Signal()))
+    assert out.meta[TaskMeta.SITE] == "site-2"
+
+
+def test_bad_local_steps_fails_at_construction():
+    with pytest.raises(ValueError, match="local_steps"):
+        VLPExecutor(local_steps=0)
+
+
+def test_frozen_text_tower_is_not_sent_back(tiny_data_dir):
+    frozen = {**FAST, "model": {"frozen": ["text_encoder"]}}
+    ex = VLPExecutor(config="tiny", data_dir=str(tiny_data_dir), local_steps=1, config_overrides=frozen)
+    task = FLModelUtils.from_shareable(_task())
+    task.params = {k: v for k, v in task.params.items() if not k.startswith("text_encoder.")}
+    out = FLModelUtils.from_shareable(ex.execute("train", FLModelUtils.to_shareable(task), _ctx("site-2"), Signal()))
+    assert out.params and not any(k.startswith("text_encoder.") for k in out.params)

@@ -1,0 +1,108 @@
+"""Recipes and exported jobs: the job folder names flare_vlp classes, and both simulators run it end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flare_vlp.config import ConfigError, load_config
+from flare_vlp.experiments.builders import build_model
+from flare_vlp.fl.job_export import allow_flare_vlp, export_jobs
+from flare_vlp.fl.persistor import MODEL_FILE, load_checkpoint
+from flare_vlp.recipes import FedAvgVLPRecipe, FedProxVLPRecipe
+
+FAST = {"train": {"bn_recalibration_batches": 1}}  # a tiny round in about a second
+SITE_ARGS = {"local_steps": 2, "num_threads": 1, "config_overrides": FAST}
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_export_names_flare_vlp_classes_and_ships_no_code(tmp_path, tiny_data_dir):
+    paths = export_jobs(tmp_path / "jobs", config="tiny", data_dir=tiny_data_dir, num_rounds=3, n_clients=2, mu=0.1)
+    for method, job in paths.items():
+        assert _read(job / "meta.json")["min_clients"] == 2
+        server = _read(job / "app" / "config" / "config_fed_server.json")
+        client = _read(job / "app" / "config" / "config_fed_client.json")
+        workflow = server["workflows"][0]
+        assert (
+            workflow["path"] == f"flare_vlp.fl.controllers.fedavg.{'FedAvgVLP' if method == 'fedavg' else 'FedProxVLP'}"
+        )
+        assert workflow["args"]["num_rounds"] == 3
+        assert server["components"][0]["path"] == "flare_vlp.fl.persistor.VLPModelPersistor"
+        assert client["executors"][0]["executor"]["path"] == "flare_vlp.fl.executors.vlp_executor.VLPExecutor"
+        assert client["executors"][0]["executor"]["args"]["data_dir"] == str(tiny_data_dir.resolve())
+        assert not list(job.rglob("custom")), "the installed flare_vlp must be used, not a copy under custom/"
+    assert _read(paths["fedprox"] / "app" / "config" / "config_fed_server.json")["workflows"][0]["args"]["mu"] == 0.1
+
+
+def test_recipes_fail_at_construction():
+    with pytest.raises(ValueError, match="data_dir"):
+        FedAvgVLPRecipe(config="tiny")
+    with pytest.raises(ValueError, match="mu > 0"):
+        FedProxVLPRecipe(config="tiny", data_dir="x", mu=0)
+    with pytest.raises(ConfigError, match="no config file or preset"):
+        FedAvgVLPRecipe(config="tiyn", data_dir="x")
+
+
+def test_allow_list_keeps_the_defaults_and_adds_flare_vlp(tmp_path):
+    path = allow_flare_vlp(tmp_path / "local")
+    allow = _read(path)["class_allow_list"]
+    assert "flare_vlp." in allow and any(a.startswith("nvflare.") for a in allow)
+    assert _read(allow_flare_vlp(tmp_path / "local"))["class_allow_list"].count("flare_vlp.") == 1
+
+
+@pytest.mark.slow
+def test_fedavg_recipe_runs_in_simenv(tmp_path, tiny_data_dir):
+    """FedAvg, 2 data sites, 2 rounds; a third client without data fails its tasks and is left out each round."""
+    from nvflare.recipe import SimEnv
+
+    run_dir = tmp_path / "run"
+    recipe = FedAvgVLPRecipe(
+        name="fedavg_vlp",
+        config="tiny",
+        num_rounds=2,
+        min_clients=2,
+        data_dir=tiny_data_dir,
+        run_dir=run_dir,
+        **SITE_ARGS,
+    )
+    result = recipe.run(SimEnv(num_clients=3, workspace_root=str(tmp_path / "ws"))).get_result()
+    saved = Path(result) / "server" / "simulate_job" / "app_server" / MODEL_FILE
+    params, last_round = load_checkpoint(saved)
+    assert last_round == 1
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    per_site = {(e["round"], e["site"]) for e in events if e["event"] == "site"}
+    assert per_site == {(r, s) for r in (0, 1) for s in ("site-1", "site-2")}
+    assert all(np.isfinite(e["train_loss"]) for e in events if e["event"] == "site")
+    assert [e["round"] for e in events if e["event"] == "round"] == [0, 1]
+    assert {(e["round"], e["site"]) for e in events if e["event"] == "no_result"} == {(0, "site-3"), (1, "site-3")}
+    client_log = (Path(result) / "site-3" / "log.txt").read_text()
+    assert "site 'site-3' (data site 'site-3') has no train rows" in client_log
+    cfg = load_config("tiny", FAST)
+    initial = build_model(cfg.model, seed=cfg.seed).state_dict()
+    assert not np.allclose(params["image_head.weight"], initial["image_head.weight"].numpy())
+    assert (run_dir / "models" / "global.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_exported_fedprox_job_runs_in_nvflare_simulator(tmp_path, tiny_data_dir):
+    job = export_jobs(tmp_path / "jobs", config="tiny", data_dir=tiny_data_dir, num_rounds=2, n_clients=2, **SITE_ARGS)
+    workspace = tmp_path / "ws"
+    allow_flare_vlp(workspace / "local")
+    nvflare = Path(sys.executable).with_name("nvflare")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [str(nvflare), "simulator", str(job["fedprox"]), "-w", str(workspace), "-n", "2", "-t", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    _, last_round = load_checkpoint(workspace / "server" / "simulate_job" / "app_server" / MODEL_FILE)
+    assert last_round == 1
+    log = (workspace / "server" / "log.txt").read_text()
+    assert "round 1: averaged ['site-1', 'site-2']" in log
