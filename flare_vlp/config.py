@@ -149,6 +149,7 @@ class EvalConfig:
     retrieval_hit: Literal["labels", "exact"] = _f("labels", "a hit = same label vector (labels) or the paired report")
     linear_probe: bool = _f(True, "fit a logistic-regression probe on frozen image features")
     probe_c: float = _f(1.0, "inverse L2 strength of the probe")
+    probe_samples: int = _f(3000, "pooled training images the probe is fitted on (the same subset for every method)")
     untrained_floor: bool = _f(True, "also evaluate a randomly initialised model as the floor")
 
 

@@ -44,7 +44,8 @@ def _run(args: argparse.Namespace) -> int:
 
     summary = run_federated(
         args.config, args.out, args.method, num_rounds=args.rounds, local_steps=args.local_steps,
-        data_dir=args.data_dir, mu=args.mu, overwrite=args.overwrite, seed=args.seed,
+        data_dir=args.data_dir, mu=args.mu, overwrite=args.overwrite,
+        overrides={"seed": args.seed} if args.seed is not None else None,
     )  # fmt: skip
     print(comparison_table({args.method: summary}))
     return 0

@@ -26,18 +26,15 @@ from flare_vlp.experiments.run_folder import RunFolder
 from flare_vlp.training import train_loop
 from flare_vlp.utils.io import atomic_output_dir
 
-__all__ = ["run_baseline", "train_and_evaluate", "PROBE_TRAIN_MAX"]
+__all__ = ["run_baseline", "train_and_evaluate", "probe_subset"]
 
 logger = logging.getLogger(__name__)
 
-PROBE_TRAIN_MAX = 3000
-"""The linear probe is fitted on at most this many pooled training images (the same subset for every method)."""
-
-
-def probe_subset(manifest: Manifest, seed: int) -> Manifest:
+def probe_subset(manifest: Manifest, seed: int, size: int) -> Manifest:
+    """The seeded subset of pooled training images the linear probe is fitted on (identical for every method)."""
     train = manifest.select(split="train")
     rng = np.random.default_rng(seed)
-    idx = np.sort(rng.permutation(len(train))[:PROBE_TRAIN_MAX])
+    idx = np.sort(rng.permutation(len(train))[:size])
     return Manifest([train[i] for i in idx], train.findings, train.path)
 
 
@@ -100,7 +97,7 @@ def run_baseline(
     manifest = prepare_manifest(cfg, data_dir)
     echo(f"[{mode}] data: {len(manifest)} rows, sites {manifest.sites} ({time.perf_counter() - t0:.0f} s)")
     test = manifest.select(split="test")
-    probe = probe_subset(manifest, cfg.seed)
+    probe = probe_subset(manifest, cfg.seed, cfg.eval.probe_samples)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         run = RunFolder(tmp)
         run.write_config(cfg, method=mode, data_manifest=str(manifest.path))

@@ -46,13 +46,15 @@ def run_federated(
     data_dir: str | Path | None = None,
     mu: float = 0.01,
     overwrite: bool = False,
-    seed: int | None = None,
+    overrides: dict | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict:
-    """Run ``method`` in the simulator and write its run folder; returns the headline summary."""
+    """Run ``method`` in the simulator and write its run folder; returns the headline summary.
+
+    ``overrides`` (a nested dict, e.g. ``{"seed": 1}``) is merged over the config on the server and every site.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method '{method}'; choose one of {list(METHODS)}")
-    overrides = {"seed": seed} if seed is not None else None
     cfg = load_config(config, overrides)
     out_dir = Path(out_dir).absolute()
     data_dir = Path(data_dir).absolute() if data_dir is not None else out_dir.parent / "data" / "synthcxr"
@@ -92,7 +94,7 @@ def run_federated(
 def _evaluate(cfg, manifest, model_file: Path, root: Path, method: str, fl_seconds: float, echo) -> dict:
     tokenizer = build_tokenizer(cfg.model)
     test_ds = build_dataset(manifest.select(split="test"), cfg.data, train=False)
-    probe_ds = build_dataset(probe_subset(manifest, cfg.seed), cfg.data, train=False)
+    probe_ds = build_dataset(probe_subset(manifest, cfg.seed, cfg.eval.probe_samples), cfg.data, train=False)
 
     def evaluate(model):
         return evaluate_model(
