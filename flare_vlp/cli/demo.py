@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from flare_vlp.config import load_config
     from flare_vlp.experiments.baselines import run_baseline
-    from flare_vlp.experiments.builders import prepare_manifest
+    from flare_vlp.experiments.builders import default_data_dir, prepare_manifest
     from flare_vlp.experiments.report import compare_runs
     from flare_vlp.fl.run import run_federated
 
@@ -35,7 +35,7 @@ def _demo(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, seed or None)
     no_floor = {**seed, "eval": {"untrained_floor": False}}  # the floor is the same model for every run: once
     args.out.mkdir(parents=True, exist_ok=True)
-    data_dir = args.out / "data" / "synthcxr"
+    data_dir = default_data_dir(cfg, args.out)
     manifest = prepare_manifest(cfg, data_dir)
     print(f"[demo] SynthCXR: {len(manifest)} images, sites {manifest.sites} in {data_dir}")
     run_baseline(cfg, args.out / "centralized", "centralized", data_dir=data_dir, overwrite=True)

@@ -13,7 +13,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--config", default="demo", help="preset name (tiny, demo, bench) or a YAML path")
     t.add_argument("--mode", choices=["centralized", "local"], required=True)
     t.add_argument("--out", type=Path, required=True, help="run folder to create (its parent must exist)")
-    t.add_argument("--data-dir", type=Path, default=None, help="SynthCXR folder (default: OUT/../data/synthcxr)")
+    t.add_argument("--data-dir", type=Path, default=None, help="SynthCXR folder (default: OUT/../data/synthcxr-<hash>)")
     t.add_argument("--device", default="auto", help="cpu, cuda or auto")
     t.add_argument("--seed", type=int, default=None, help="override the config's seed")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run folder")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 __all__ = ["add_parsers"]
 
-DEFAULT_JOB_DATA = "~/.cache/flare_vlp/synthcxr-tiny"
+JOB_DATA_ROOT = "~/.cache/flare_vlp"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--rounds", type=int, default=5, help="federated rounds (default 5)")
     r.add_argument("--local-steps", type=int, default=None, help="steps per round (default: one local epoch)")
     r.add_argument("--mu", type=float, default=0.01, help="FedProx proximal weight")
-    r.add_argument("--data-dir", type=Path, default=None, help="SynthCXR folder (default: OUT/../data/synthcxr)")
+    r.add_argument("--data-dir", type=Path, default=None, help="SynthCXR folder (default: OUT/../data/synthcxr-<hash>)")
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--overwrite", action="store_true")
     r.set_defaults(func=_run)
@@ -29,7 +29,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e = jsub.add_parser("export", help="write one job folder per method (using the installed flare_vlp)")
     e.add_argument("--out", type=Path, default=Path("jobs"))
     e.add_argument("--config", default="tiny")
-    e.add_argument("--data-dir", default=DEFAULT_JOB_DATA, help="SynthCXR folder the sites read (made if missing)")
+    e.add_argument(
+        "--data-dir",
+        default=None,
+        help="SynthCXR folder the sites read, made if missing (default ~/.cache/flare_vlp/...)",
+    )
     e.add_argument("--rounds", type=int, default=2)
     e.add_argument("--clients", type=int, default=2)
     e.set_defaults(func=_export)
@@ -54,9 +58,8 @@ def _run(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from flare_vlp.fl.job_export import export_jobs
 
-    paths = export_jobs(
-        args.out, config=args.config, data_dir=args.data_dir, num_rounds=args.rounds, n_clients=args.clients
-    )
+    data_dir = args.data_dir or f"{JOB_DATA_ROOT}/synthcxr-{args.config}"
+    paths = export_jobs(args.out, config=args.config, data_dir=data_dir, num_rounds=args.rounds, n_clients=args.clients)
     for method, path in paths.items():
         print(f"{method}: {path}")
     return 0

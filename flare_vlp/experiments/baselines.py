@@ -20,7 +20,14 @@ import torch
 from flare_vlp.config import ExperimentConfig
 from flare_vlp.data.manifest import Manifest
 from flare_vlp.evaluation import UNSEEN_SITE, evaluate_model, nanmean
-from flare_vlp.experiments.builders import build_dataset, build_loader, build_model, build_tokenizer, prepare_manifest
+from flare_vlp.experiments.builders import (
+    build_dataset,
+    build_loader,
+    build_model,
+    build_tokenizer,
+    default_data_dir,
+    prepare_manifest,
+)
 from flare_vlp.experiments.plots import plot_losses
 from flare_vlp.experiments.run_folder import RunFolder
 from flare_vlp.training import train_loop
@@ -29,6 +36,7 @@ from flare_vlp.utils.io import atomic_output_dir
 __all__ = ["run_baseline", "train_and_evaluate", "probe_subset"]
 
 logger = logging.getLogger(__name__)
+
 
 def probe_subset(manifest: Manifest, seed: int, size: int) -> Manifest:
     """The seeded subset of pooled training images the linear probe is fitted on (identical for every method)."""
@@ -92,7 +100,7 @@ def run_baseline(
     if mode not in ("centralized", "local"):
         raise ValueError(f"unknown mode '{mode}'; expected 'centralized' or 'local'")
     out_dir = Path(out_dir)
-    data_dir = Path(data_dir) if data_dir is not None else out_dir.parent / "data" / "synthcxr"
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir(cfg, out_dir.absolute().parent)
     t0 = time.perf_counter()
     manifest = prepare_manifest(cfg, data_dir)
     echo(f"[{mode}] data: {len(manifest)} rows, sites {manifest.sites} ({time.perf_counter() - t0:.0f} s)")

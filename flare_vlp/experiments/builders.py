@@ -6,6 +6,7 @@ The FLARE executors call the same builders as the centralized baseline, so both 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from flare_vlp.models import DualEncoder, build_dual_encoder, get_tokenizer_path
 
 __all__ = [
     "synth_config",
+    "default_data_dir",
     "prepare_manifest",
     "build_dataset",
     "build_loader",
@@ -36,20 +38,31 @@ def synth_config(cfg: ExperimentConfig) -> SynthConfig:
     return dataclasses.replace(cfg.data.synth, seed=cfg.seed, size=cfg.data.image_size)
 
 
+def default_data_dir(cfg: ExperimentConfig, root: str | Path) -> Path:
+    """``root/data/synthcxr-<hash>``: one folder per distinct SynthCXR config, shared by every run that uses it."""
+    digest = hashlib.sha256(json.dumps(synth_config(cfg).to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    return Path(root) / "data" / f"synthcxr-{digest}"
+
+
 def prepare_manifest(cfg: ExperimentConfig, data_dir: str | Path, *, progress=None) -> Manifest:
-    """Read ``data.manifest``, or generate SynthCXR into ``data_dir`` (reused when it was made with the same config)."""
+    """Read ``data.manifest``, or SynthCXR from ``data_dir``: generated when missing, reused when made with the same
+    config; a non-empty folder holding anything else is an error (never silently replaced)."""
     if cfg.data.manifest is not None:
         return read_manifest(cfg.data.manifest, allow_empty_report=cfg.data.allow_empty_report)
     data_dir = Path(data_dir)
     synth = synth_config(cfg)
     meta = data_dir / "synthcxr.json"
-    if (data_dir / MANIFEST_NAME).is_file() and meta.is_file():
+    if data_dir.is_dir() and any(data_dir.iterdir()):
         try:
-            same = json.loads(meta.read_text()).get("config") == synth.to_dict()
-        except (json.JSONDecodeError, AttributeError):
-            same = False
-        if same:
-            return read_manifest(data_dir / MANIFEST_NAME)
+            made_with = json.loads(meta.read_text()).get("config")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            made_with = None
+        if made_with != synth.to_dict():
+            raise ValueError(
+                f"{data_dir}: not a SynthCXR folder made with this config (seed {cfg.seed}, size "
+                f"{cfg.data.image_size}, data.synth); choose another data folder or delete this one"
+            )
+        return read_manifest(data_dir / MANIFEST_NAME)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     generate_synthcxr(synth, data_dir, progress=progress, overwrite=True)
     return read_manifest(data_dir / MANIFEST_NAME)

@@ -19,7 +19,13 @@ from safetensors.torch import load_file
 from flare_vlp.config import load_config
 from flare_vlp.evaluation import UNSEEN_SITE, evaluate_model
 from flare_vlp.experiments.baselines import probe_subset
-from flare_vlp.experiments.builders import build_dataset, build_model, build_tokenizer, prepare_manifest
+from flare_vlp.experiments.builders import (
+    build_dataset,
+    build_model,
+    build_tokenizer,
+    default_data_dir,
+    prepare_manifest,
+)
 from flare_vlp.experiments.plots import plot_losses
 from flare_vlp.experiments.run_folder import RunFolder
 from flare_vlp.utils.io import atomic_output_dir
@@ -57,7 +63,7 @@ def run_federated(
         raise ValueError(f"unknown method '{method}'; choose one of {list(METHODS)}")
     cfg = load_config(config, overrides)
     out_dir = Path(out_dir).absolute()
-    data_dir = Path(data_dir).absolute() if data_dir is not None else out_dir.parent / "data" / "synthcxr"
+    data_dir = Path(data_dir).absolute() if data_dir is not None else default_data_dir(cfg, out_dir.parent)
     t0 = time.perf_counter()
     manifest = prepare_manifest(cfg, data_dir)
     sites = [s for s in manifest.sites if s != UNSEEN_SITE and len(manifest.select(site=s, split=["train", "test"]))]

@@ -26,8 +26,8 @@ def test_committed_jobs_are_fresh(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_cli_run_fedavg_then_report(synth_small, tmp_path, capsys):
-    data_dir = Path(synth_small.path).parent
+def test_cli_run_fedavg_then_report(tiny_data_dir, tmp_path, capsys):
+    data_dir = tiny_data_dir  # made with the tiny config, so the run reuses it instead of regenerating
     out = tmp_path / "fedavg"
     args = ["run", "--method", "fedavg", "--config", "tiny", "--rounds", "1", "--local-steps", "2"]
     assert main([*args, "--data-dir", str(data_dir), "--out", str(out)]) == 0
