@@ -146,14 +146,20 @@ def project_chi_square_ball(v: ArrayLike, rho: float, center: ArrayLike | None =
         lo, hi = hi, 2.0 * hi
         if hi > 1e300:  # rho below floating-point resolution around c
             return c.copy()
+    return point(_bisect_to_boundary(hi, lo, lambda beta: chi_square_divergence(point(beta), c) <= rho))
+
+
+def _bisect_to_boundary(feasible: float, infeasible: float, is_feasible) -> float:
+    """Bisect a monotone feasibility boundary down to adjacent floats; return the feasible end (so the result is
+    inside the ball, never outside by rounding)."""
     while True:
-        mid = 0.5 * (lo + hi)
-        if not lo < mid < hi:
-            return point(hi)  # the feasible end of the bracket
-        if chi_square_divergence(point(mid), c) > rho:
-            lo = mid
+        mid = 0.5 * (feasible + infeasible)
+        if mid in (feasible, infeasible):
+            return feasible
+        if is_feasible(mid):
+            feasible = mid
         else:
-            hi = mid
+            infeasible = mid
 
 
 def project_kl_ball(q: ArrayLike, rho: float, center: ArrayLike | None = None) -> np.ndarray:
@@ -194,15 +200,7 @@ def project_kl_ball(q: ArrayLike, rho: float, center: ArrayLike | None = None) -
         z = np.exp(z - z.max())
         return z / z.sum()
 
-    lo, hi = 0.0, 1.0
-    while True:
-        mid = 0.5 * (lo + hi)
-        if not lo < mid < hi:
-            return point(lo)  # the feasible end of the bracket
-        if kl_divergence(point(mid), c) > rho:
-            hi = mid
-        else:
-            lo = mid
+    return point(_bisect_to_boundary(0.0, 1.0, lambda theta: kl_divergence(point(theta), c) <= rho))
 
 
 def exponentiated_gradient_step(lmbda: ArrayLike, losses: ArrayLike, eta: float) -> np.ndarray:
