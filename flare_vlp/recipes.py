@@ -11,17 +11,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nvflare.apis.analytix import ANALYTIC_EVENT_TYPE
+from nvflare.app_common.widgets.convert_to_fed_event import ConvertToFedEvent
 from nvflare.job_config.api import FedJob
+from nvflare.recipe.poc_env import PocEnv
 from nvflare.recipe.sim_env import SimEnv
 from nvflare.recipe.spec import ExecEnv, Recipe
 
 from flare_vlp.config import load_config
-from flare_vlp.fl.controllers import FedAvgVLP, FedProxVLP
+from flare_vlp.fl.analytics import VLPAnalyticsReceiver
+from flare_vlp.fl.controllers import FedAvgVLP, FedDRAVLP, FedProxVLP
 from flare_vlp.fl.executors import VLPExecutor
 from flare_vlp.fl.job_export import allow_flare_vlp
 from flare_vlp.fl.persistor import VLPModelPersistor
+from flare_vlp.fl.poc import prepare_poc_env
 
-__all__ = ["FedAvgVLPRecipe", "FedProxVLPRecipe"]
+__all__ = ["FedAIDVLPRecipe", "FedAvgVLPRecipe", "FedDRAVLPRecipe", "FedProxVLPRecipe"]
 
 
 def _abs(path: str | Path | None) -> str | None:
@@ -45,7 +50,7 @@ class FedAvgVLPRecipe(Recipe):
         local_steps: optimizer steps per round (default: one epoch of each site's train split).
         device: torch device of the sites.
         run_dir: server folder for metrics.jsonl and the final global model (default: the server's app folder).
-        timeout: seconds per round task (0 = none).
+        timeout: seconds per round task (0 = none), from when the server sends it (round 0 includes site start-up).
         config_overrides: nested dict merged over the config on every site and the server.
         resume_from: a persisted global model (``FL_global_model.pt``) to continue from.
         sites: explicit client names (default: every client of the environment).
@@ -113,6 +118,13 @@ class FedAvgVLPRecipe(Recipe):
             job.to(executor, site)
         if not sites:
             job.to_clients(executor)
+        # live per-site metrics: the sites' analytics events go to the server as fed events (flare_vlp.fl.analytics)
+        job.to_server(VLPAnalyticsReceiver(run_dir=_abs(run_dir)), id="analytics_receiver")
+        to_fed = ConvertToFedEvent(events_to_convert=[ANALYTIC_EVENT_TYPE], fed_event_prefix="fed.")
+        for site in sites or []:
+            job.to(to_fed, site, id="event_to_fed")
+        if not sites:
+            job.to_clients(to_fed, id="event_to_fed")
         super().__init__(job)
 
     def controller_args(self) -> dict:
@@ -120,9 +132,16 @@ class FedAvgVLPRecipe(Recipe):
         return {}
 
     def process_env(self, env: ExecEnv) -> None:
-        """In the simulator, allow flare_vlp components in the job's workspace (see :mod:`flare_vlp.fl.job_export`)."""
+        """Allow flare_vlp components at every site of the environment (see :mod:`flare_vlp.fl.job_export`).
+
+        SimEnv: the job's simulator workspace. PocEnv: it provisions afresh on deploy, so it gets flare_vlp's
+        project.yml (loopback server, allow-list builder; :func:`flare_vlp.fl.poc.prepare_poc_env`). ProdEnv: the
+        sites are remote; each runs ``flare-vlp jobs allow <startup kit>/local`` once.
+        """
         if isinstance(env, SimEnv):
             allow_flare_vlp(Path(env.workspace_root) / self.name / "local")
+        elif isinstance(env, PocEnv):
+            prepare_poc_env(env)
 
 
 class FedProxVLPRecipe(FedAvgVLPRecipe):
@@ -143,3 +162,58 @@ class FedProxVLPRecipe(FedAvgVLPRecipe):
 
     def controller_args(self) -> dict:
         return {"mu": self._mu}
+
+
+class FedDRAVLPRecipe(FedAvgVLPRecipe):
+    """FedDRA: DRO site weights as aggregation weights, anchor loss at the sites, two-stage rounds (methods.md 1).
+
+    Args:
+        rho, eta, divergence, center, signal, anchor_weight, stage1_steps, stage2_steps, deep_groups: as
+            :class:`~flare_vlp.fl.controllers.FedDRAVLP`.
+        **kwargs: as :class:`FedAvgVLPRecipe`.
+    """
+
+    controller_cls = FedDRAVLP
+    two_stage = True
+
+    def __init__(
+        self,
+        *,
+        name: str = "feddra_vlp",
+        rho: float = 1.0,
+        eta: float = 0.5,
+        divergence: str = "chi2",
+        center: str = "uniform",
+        signal: str = "loss",
+        anchor_weight: float = 1.0,
+        stage1_steps: int | None = None,
+        stage2_steps: int | None = None,
+        deep_groups: list[str] | None = None,
+        **kwargs,
+    ):
+        self._dro_args = {
+            "rho": rho,
+            "eta": eta,
+            "divergence": divergence,
+            "center": center,
+            "signal": signal,
+            "anchor_weight": anchor_weight,
+            "two_stage": self.two_stage,
+            "stage1_steps": stage1_steps if self.two_stage else None,
+            "stage2_steps": stage2_steps,
+            "deep_groups": deep_groups,
+        }
+        FedDRAVLP(**self._dro_args)  # fail here on a bad setting, not inside a running job
+        super().__init__(name=name, **kwargs)
+
+    def controller_args(self) -> dict:
+        return dict(self._dro_args)
+
+
+class FedAIDVLPRecipe(FedDRAVLPRecipe):
+    """FedAID: FedDRA without the two-stage split (one full-network task per round); ``stage1_steps`` is ignored."""
+
+    two_stage = False
+
+    def __init__(self, *, name: str = "fedaid_vlp", **kwargs):
+        super().__init__(name=name, **kwargs)

@@ -14,7 +14,7 @@ import torch
 
 from flare_vlp.models import DualEncoder
 
-__all__ = ["TaskMeta", "DEFAULT_GROUPS", "exchanged_keys", "to_numpy", "to_torch"]
+__all__ = ["TaskMeta", "TaskName", "DEFAULT_GROUPS", "exchanged_keys", "to_numpy", "to_torch"]
 
 DEFAULT_GROUPS: tuple[str, ...] = ("all",)
 """Trainable parameter groups of a round when the controller does not say (minus the config's ``model.frozen``)."""
@@ -27,7 +27,9 @@ class TaskMeta:
         TRAINABLE_GROUPS: server -> site, list of parameter groups trained (and sent back) this round.
         PROX_MU: server -> site, FedProx mu for this round (overrides ``train.prox_mu``).
         LOCAL_STEPS: server -> site, optimizer steps of this round (overrides the executor's ``local_steps``).
+        ANCHOR_WEIGHT: server -> site, FedDRA/FedAID ``lambda_anchor`` (> 0 adds the anchor loss to the local loss).
         ROUND: persisted global model, the last completed round (for resuming).
+        CONTROLLER_STATE: persisted global model, the controller's resumable state (e.g. the DRO weights).
         N_SAMPLES: site -> server, training rows of the site (the FedAvg weight n_k).
         SITE: site -> server, the data site the FLARE client trained on.
     """
@@ -35,9 +37,23 @@ class TaskMeta:
     TRAINABLE_GROUPS = "trainable_groups"
     PROX_MU = "prox_mu"
     LOCAL_STEPS = "local_steps"
+    ANCHOR_WEIGHT = "anchor_weight"
     ROUND = "round"
+    CONTROLLER_STATE = "controller_state"
     N_SAMPLES = "n_samples"
     SITE = "data_site"
+
+
+class TaskName:
+    """Training task names. FedDRA's stage 1 is its own task, so FLARE's logs and traffic show each phase apart.
+
+    Attributes:
+        TRAIN: a full training task (FLARE's ``train``; stage 2 of FedDRA).
+        TRAIN_DEEP: FedDRA stage 1, the deep groups only.
+    """
+
+    TRAIN = "train"
+    TRAIN_DEEP = "train_deep"
 
 
 def exchanged_keys(model: DualEncoder, groups: Sequence[str], frozen: Iterable[str] = ()) -> list[str]:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
 
-__all__ = ["PACKAGE_PREFIX", "allow_flare_vlp", "export_jobs", "JOB_NAMES"]
+__all__ = ["PACKAGE_PREFIX", "add_flare_vlp", "allow_flare_vlp", "export_jobs", "JOB_NAMES"]
 
 PACKAGE_PREFIX = "flare_vlp."
 ALLOW_LIST_KEY = "class_allow_list"
-JOB_NAMES = {"fedavg": "fedavg_vlp", "fedprox": "fedprox_vlp"}
+JOB_NAMES = {"fedavg": "fedavg_vlp", "fedprox": "fedprox_vlp", "fedaid": "fedaid_vlp", "feddra": "feddra_vlp"}
 
 
 def allow_flare_vlp(local_dir: str | Path) -> Path:
@@ -32,16 +32,27 @@ def allow_flare_vlp(local_dir: str | Path) -> Path:
     local_dir = Path(local_dir)
     local_dir.mkdir(parents=True, exist_ok=True)
     path = local_dir / "resources.json"
-    source = path if path.is_file() else local_dir / "resources.json.default"
+    return add_flare_vlp(path if path.is_file() else local_dir / "resources.json.default", path)
+
+
+def add_flare_vlp(source: str | Path, target: str | Path | None = None) -> Path:
+    """Write ``source`` (a site's resources JSON; ``{}`` if absent) with ``flare_vlp.`` allowed to ``target``.
+
+    ``target`` defaults to ``source`` (edit in place, as the provisioning builder does with ``resources.json.default``).
+    """
+    source = Path(source)
+    target = Path(target) if target is not None else source
     resources = json.loads(source.read_text()) if source.is_file() else {"format_version": 2}
     if not isinstance(resources, dict):
         raise ValueError(f"{source}: must hold a JSON object, got {type(resources).__name__}")
     allow = list(resources.get(ALLOW_LIST_KEY) or DEFAULT_CLASS_ALLOW_LIST)
+    if not isinstance(allow, list):
+        raise ValueError(f"{source}: '{ALLOW_LIST_KEY}' must be a list, got {type(allow).__name__}")
     if "*" not in allow and PACKAGE_PREFIX not in allow:
         allow.append(PACKAGE_PREFIX)
     resources[ALLOW_LIST_KEY] = allow
-    path.write_text(json.dumps(resources, indent=4) + "\n")
-    return path
+    target.write_text(json.dumps(resources, indent=4) + "\n")
+    return target
 
 
 def export_jobs(
@@ -54,12 +65,13 @@ def export_jobs(
     mu: float = 0.01,
     **kwargs,
 ) -> dict[str, Path]:
-    """Write ``out_dir/fedavg_vlp`` and ``out_dir/fedprox_vlp`` job folders; returns method -> folder.
+    """Write one job folder per method (``out_dir/fedavg_vlp``, ``fedprox_vlp``, ``fedaid_vlp``, ``feddra_vlp``);
+    returns method -> folder.
 
     ``data_dir`` is written into the client config as an absolute path (sites on this machine read it; other
     machines need the same path or a per-site manifest). Extra ``kwargs`` go to both recipes.
     """
-    from flare_vlp.recipes import FedAvgVLPRecipe, FedProxVLPRecipe
+    from flare_vlp.recipes import FedAIDVLPRecipe, FedAvgVLPRecipe, FedDRAVLPRecipe, FedProxVLPRecipe
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +79,8 @@ def export_jobs(
     recipes = {
         "fedavg": FedAvgVLPRecipe(name=JOB_NAMES["fedavg"], **common),
         "fedprox": FedProxVLPRecipe(name=JOB_NAMES["fedprox"], mu=mu, **common),
+        "fedaid": FedAIDVLPRecipe(name=JOB_NAMES["fedaid"], **common),
+        "feddra": FedDRAVLPRecipe(name=JOB_NAMES["feddra"], **common),
     }
     paths = {}
     for method, recipe in recipes.items():

@@ -30,16 +30,22 @@ from flare_vlp.experiments.plots import plot_losses
 from flare_vlp.experiments.run_folder import RunFolder
 from flare_vlp.utils.io import atomic_output_dir
 
-__all__ = ["METHODS", "run_federated"]
+__all__ = ["ENVS", "METHODS", "run_federated"]
 
 
 def _recipes() -> dict:
-    from flare_vlp.recipes import FedAvgVLPRecipe, FedProxVLPRecipe
+    from flare_vlp.recipes import FedAIDVLPRecipe, FedAvgVLPRecipe, FedDRAVLPRecipe, FedProxVLPRecipe
 
-    return {"fedavg": FedAvgVLPRecipe, "fedprox": FedProxVLPRecipe}
+    return {
+        "fedavg": FedAvgVLPRecipe,
+        "fedprox": FedProxVLPRecipe,
+        "fedaid": FedAIDVLPRecipe,
+        "feddra": FedDRAVLPRecipe,
+    }
 
 
-METHODS = ("fedavg", "fedprox")
+METHODS = ("fedavg", "fedprox", "fedaid", "feddra")
+ENVS = ("sim", "poc", "prod")
 
 
 def run_federated(
@@ -51,25 +57,46 @@ def run_federated(
     local_steps: int | None = None,
     data_dir: str | Path | None = None,
     mu: float = 0.01,
+    method_args: dict | None = None,
     overwrite: bool = False,
     overrides: dict | None = None,
     echo: Callable[[str], None] = print,
+    env: str = "sim",
+    poc_workspace: str | Path | None = None,
+    startup_kit: str | Path | None = None,
+    username: str = "admin@nvidia.com",
+    clients: list[str] | None = None,
+    timeout: float = 0,
 ) -> dict:
-    """Run ``method`` in the simulator and write its run folder; returns the headline summary.
+    """Run ``method`` in FLARE and write its run folder; returns the headline summary.
 
     ``overrides`` (a nested dict, e.g. ``{"seed": 1}``) is merged over the config on the server and every site.
+    ``method_args``: extra recipe arguments of the method (FedDRA / FedAID: ``rho``, ``eta``, ``signal``, ...).
+    ``env``: ``sim`` (simulator), ``poc`` (a POC system on this machine, in ``poc_workspace``, default
+    ``RUN_DIR/flare/poc``; always stopped afterwards) or ``prod`` (a provisioned system: ``startup_kit`` is the admin
+    ``username``'s startup kit; every site ran ``flare-vlp jobs allow``). ``clients``: the FLARE client names, mapped
+    in order onto the data's training sites (default ``site-1..site-N``). ``timeout``: seconds to wait for a POC or
+    prod job (0: no limit).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method '{method}'; choose one of {list(METHODS)}")
+    if env not in ENVS:
+        raise ValueError(f"unknown env '{env}'; choose one of {list(ENVS)}")
+    if env == "prod" and startup_kit is None:
+        raise ValueError("env 'prod' needs the admin's startup kit (startup_kit / --startup-kit)")
     cfg = load_config(config, overrides)
     out_dir = Path(out_dir).absolute()
     data_dir = Path(data_dir).absolute() if data_dir is not None else default_data_dir(cfg, out_dir.parent)
     t0 = time.perf_counter()
     manifest = prepare_manifest(cfg, data_dir)
     sites = [s for s in manifest.sites if s != UNSEEN_SITE and len(manifest.select(site=s, split=["train", "test"]))]
-    echo(f"[{method}] data: {len(manifest)} rows; {len(sites)} sites {sites}; {num_rounds} rounds in the simulator")
+    echo(f"[{method}] data: {len(manifest)} rows; {len(sites)} sites {sites}; {num_rounds} rounds in env '{env}'")
+    clients = list(clients) if clients else [f"site-{i + 1}" for i in range(len(sites))]
+    if len(clients) != len(sites):
+        raise ValueError(f"{len(clients)} FLARE clients {clients} for {len(sites)} training sites {sites}")
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         kwargs = {"mu": mu} if method == "fedprox" else {}
+        kwargs.update(method_args or {})
         recipe = _recipes()[method](
             name=f"{method}_vlp",
             config=config if not Path(config).suffix else str(Path(config).absolute()),
@@ -77,16 +104,13 @@ def run_federated(
             min_clients=len(sites),
             data_dir=str(data_dir),
             local_steps=local_steps,
-            run_dir=str(tmp),
-            site_map={f"site-{i + 1}": s for i, s in enumerate(sites)},  # simulator clients are site-1..site-N
+            run_dir=None if env == "prod" else str(tmp),  # prod: the server's app folder, downloaded below
+            site_map=dict(zip(clients, sites)),
             num_threads=1,
             config_overrides=overrides,
             **kwargs,
         )
-        from nvflare.recipe import SimEnv
-
-        env = SimEnv(num_clients=len(sites), num_threads=len(sites), workspace_root=str(tmp / "flare"))
-        recipe.run(env).get_result()
+        _run_job(recipe, env, tmp, clients, poc_workspace, startup_kit, username, timeout, echo)
         model_file = tmp / "models" / "global.safetensors"
         if not model_file.is_file():
             raise RuntimeError(f"the {method} job ended without a global model; see the logs under {tmp / 'flare'}")
@@ -95,6 +119,28 @@ def run_federated(
         summary = _evaluate(cfg, manifest, model_file, tmp, method, fl_seconds, echo)
     echo(f"[{method}] wrote {out_dir} ({time.perf_counter() - t0:.0f} s)")
     return summary
+
+
+def _run_job(recipe, env: str, tmp: Path, clients, poc_workspace, startup_kit, username, timeout, echo) -> None:
+    """Run ``recipe`` in the ``env`` environment; afterwards the controller's run files are in ``tmp``."""
+    if env == "sim":
+        from nvflare.recipe import SimEnv
+
+        recipe.run(SimEnv(clients=clients, num_threads=len(clients), workspace_root=str(tmp / "flare"))).get_result()
+    elif env == "poc":
+        from flare_vlp.fl.deploy import run_in_poc
+        from flare_vlp.fl.poc import make_poc_env
+
+        workspace = Path(poc_workspace).absolute() if poc_workspace else tmp / "flare" / "poc"
+        run_in_poc(recipe, make_poc_env(workspace, clients), timeout=timeout, echo=echo)
+    else:
+        from nvflare.recipe import ProdEnv
+
+        from flare_vlp.fl.deploy import collect_run_files, run_in_prod
+
+        prod = ProdEnv(startup_kit_location=str(Path(startup_kit).absolute()), username=username, login_timeout=30)
+        result = run_in_prod(recipe, prod, tmp / "flare" / "result", timeout=timeout, echo=echo)
+        collect_run_files(result, tmp)
 
 
 def _evaluate(cfg, manifest, model_file: Path, root: Path, method: str, fl_seconds: float, echo) -> dict:

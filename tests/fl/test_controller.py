@@ -6,39 +6,18 @@ import json
 
 import numpy as np
 import pytest
+from controller_helpers import _controller, _global, _shifted
 from nvflare.apis.fl_context import FLContext
 from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 
 from flare_vlp.config import load_config
-from flare_vlp.experiments.builders import build_model
-from flare_vlp.experiments.run_folder import RunFolder
-from flare_vlp.fl.controllers import FedAvgVLP, FedProxVLP, RoundFailedError, screen_updates
-from flare_vlp.fl.exchange import TaskMeta, to_numpy
+from flare_vlp.fl.controllers import FedProxVLP, RoundFailedError, screen_updates
+from flare_vlp.fl.exchange import TaskMeta
 from flare_vlp.fl.persistor import VLPModelPersistor, load_checkpoint, save_checkpoint
-
-
-def _controller(tmp_path, cls=FedAvgVLP, **kwargs):
-    ctrl = cls(config="tiny", run_dir=str(tmp_path), **kwargs)
-    ctrl._cfg = load_config("tiny")
-    ctrl._run = RunFolder(tmp_path)
-    ctrl.fl_ctx = FLContext()
-    ctrl.logged, ctrl.panics = [], []
-    ctrl.warning = ctrl.logged.append
-    ctrl.error = ctrl.logged.append
-    ctrl.panic = ctrl.panics.append
-    return ctrl
-
-
-def _global() -> dict[str, np.ndarray]:
-    return to_numpy(build_model(load_config("tiny").model, seed=0).state_dict())
 
 
 def _result(site: str, params: dict, n: int) -> FLModel:
     return FLModel(params=params, metrics={"train_loss": 1.0}, meta={"client_name": site, TaskMeta.N_SAMPLES: n})
-
-
-def _shifted(params: dict, delta: float) -> dict:
-    return {k: np.asarray(v + delta) if v.dtype.kind == "f" else v.copy() for k, v in params.items()}
 
 
 def test_fedavg_weights_updates_by_n_k(tmp_path):

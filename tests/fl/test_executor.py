@@ -100,3 +100,14 @@ def test_frozen_text_tower_is_not_sent_back(tiny_data_dir):
     task.params = {k: v for k, v in task.params.items() if not k.startswith("text_encoder.")}
     out = FLModelUtils.from_shareable(ex.execute("train", FLModelUtils.to_shareable(task), _ctx("site-2"), Signal()))
     assert out.params and not any(k.startswith("text_encoder.") for k in out.params)
+
+
+def test_feddra_stage1_task_sends_deep_groups_with_anchor_and_global_loss(executor):
+    meta = {TaskMeta.TRAINABLE_GROUPS: ["deep"], TaskMeta.LOCAL_STEPS: 2, TaskMeta.ANCHOR_WEIGHT: 1.0}
+    reply = executor.execute("train_deep", _task(meta), _ctx("site-1"), Signal())
+    assert reply.get_return_code() == ReturnCode.OK
+    out = FLModelUtils.from_shareable(reply)
+    deep = exchanged_keys(executor._site.model, ["deep"])
+    assert sorted(out.params) == sorted(deep) and out.meta[TaskMeta.TRAINABLE_GROUPS] == ["deep"]
+    assert out.metrics["steps"] == 2 and out.metrics["anchor"] >= 0
+    assert math.isfinite(out.metrics["global_val_loss"]) and math.isfinite(out.metrics["val_loss"])

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from nvflare.app_common.abstract.fl_model import FLModel
 from nvflare.app_common.app_constant import AppConstants
 
-from flare_vlp.fl.controllers.base import BaseVLPController
+from flare_vlp.algorithms.aggregate import UpdateValidationError
+from flare_vlp.fl.controllers.base import BaseVLPController, Phase
 from flare_vlp.fl.exchange import TaskMeta
 
 __all__ = ["FedAvgVLP", "FedProxVLP"]
@@ -25,12 +26,14 @@ class FedAvgVLP(BaseVLPController):
 
     method = "fedavg"
 
-    def aggregation_weights(self, results: Mapping[str, FLModel]) -> dict[str, float]:
+    def aggregation_weights(self, results: Mapping[str, FLModel], phase: Phase | None = None) -> dict[str, float]:
         weights = {}
         for site, result in results.items():
             n = result.meta.get(TaskMeta.N_SAMPLES)
             if n is None:
-                raise ValueError(f"site {site!r}: result meta has no {TaskMeta.N_SAMPLES!r} (the FedAvg weight n_k)")
+                raise UpdateValidationError(
+                    f"site {site!r}: result meta has no {TaskMeta.N_SAMPLES!r} (the FedAvg weight n_k)"
+                )
             weights[site] = float(n)
         return weights
 
@@ -72,7 +75,7 @@ class FedProxVLP(FedAvgVLP):
             raise ValueError(f"FedProxVLP requires `mu` > 0, got {mu} (use FedAvgVLP for mu = 0)")
         self._mu = mu
 
-    def task_payload(self, rnd: int, model: FLModel) -> FLModel:
-        payload = super().task_payload(rnd, model)
+    def task_payload(self, rnd: int, model: FLModel, phase: Phase | None = None) -> FLModel:
+        payload = super().task_payload(rnd, model, phase)
         payload.meta[TaskMeta.PROX_MU] = float(self._mu)
         return payload

@@ -24,10 +24,11 @@ from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 
 from flare_vlp.config import ExperimentConfig, TrainConfig, load_config
-from flare_vlp.fl.exchange import DEFAULT_GROUPS, TaskMeta, exchanged_keys, to_numpy, to_torch
+from flare_vlp.fl.analytics import stream_scalars
+from flare_vlp.fl.exchange import DEFAULT_GROUPS, TaskMeta, TaskName, exchanged_keys, to_numpy, to_torch
 from flare_vlp.fl.executors.site_data import SiteData, load_site_data
 from flare_vlp.training import train_loop
-from flare_vlp.training.objectives import ContrastiveObjective, Objective, batch_to_device
+from flare_vlp.training.objectives import AnchoredObjective, ContrastiveObjective, Objective, batch_to_device
 
 __all__ = ["VLPExecutor", "mean_loss"]
 
@@ -122,6 +123,7 @@ class VLPExecutor(Executor):
         """Task name -> handler; subclasses add or replace entries."""
         return {
             AppConstants.TASK_TRAIN: self.train,
+            TaskName.TRAIN_DEEP: self.train,  # FedDRA stage 1: same handler, groups and steps come in the task meta
             AppConstants.TASK_VALIDATION: self.validate,
             AppConstants.TASK_SUBMIT_MODEL: self.submit_model,
         }
@@ -154,7 +156,17 @@ class VLPExecutor(Executor):
         return self._cfg.train if mu is None else dataclasses.replace(self._cfg.train, prox_mu=float(mu))
 
     def objective(self, model_in: FLModel) -> Objective:
+        """The alignment loss every site reports (validation, the DRO loss signal)."""
         return ContrastiveObjective(self._cfg.train.positives)
+
+    def training_objective(self, model_in: FLModel) -> Objective:
+        """The local training loss: :meth:`objective`, plus FedDRA's anchor term when the task asks for it.
+
+        Built right after the global weights were loaded, so the anchor copy IS the round's global model.
+        """
+        weight = float(model_in.meta.get(TaskMeta.ANCHOR_WEIGHT) or 0.0)
+        base = self.objective(model_in)
+        return AnchoredObjective(self._site.model, base, weight) if weight > 0 else base
 
     def local_steps(self, model_in: FLModel) -> int:
         steps = model_in.meta.get(TaskMeta.LOCAL_STEPS) or self._local_steps
@@ -173,6 +185,7 @@ class VLPExecutor(Executor):
         """Load the global model, train locally, validate, and return the trained groups with n_k and metrics."""
         site, cfg = self._site, self._cfg
         global_params = self.load_global(model_in)
+        global_val_loss = self._val_loss(model_in)  # how well the received global model serves this site (DRO)
         groups = self.trainable_groups(model_in)
         site.model.set_trainable(groups)
         if cfg.model.frozen:
@@ -182,11 +195,12 @@ class VLPExecutor(Executor):
             site.model,
             site.train_loader,
             train_cfg,
-            objective=self.objective(model_in),
+            objective=self.training_objective(model_in),
             device=self._device,
             steps=self.local_steps(model_in),
             global_params=global_params if train_cfg.prox_mu > 0 else None,
             seed=cfg.seed + int(model_in.current_round or 0),
+            on_log=self._step_streamer(model_in, fl_ctx),
             should_abort=lambda: abort_signal.triggered,
         )
         if result.aborted:
@@ -198,13 +212,16 @@ class VLPExecutor(Executor):
         metrics = {
             "train_loss": result.final_loss,
             "val_loss": self._val_loss(model_in),
+            "global_val_loss": global_val_loss,
             "samples_per_s": result.samples_per_s,
             "steps": result.steps,
             "seconds": result.seconds,
         }
-        if "prox" in result.last_logs:
-            metrics["prox"] = result.last_logs["prox"]
+        for key in ("prox", "anchor"):
+            if key in result.last_logs:
+                metrics[key] = result.last_logs[key]
         self.log_info(fl_ctx, f"site {site.site!r} round {model_in.current_round}: {metrics}")
+        self.stream_metrics(fl_ctx, metrics, step=int(model_in.current_round or 0))
         return FLModel(
             params_type=ParamsType.FULL,
             params=to_numpy({k: state[k] for k in keys}),
@@ -228,6 +245,21 @@ class VLPExecutor(Executor):
     def submit_model(self, model_in: FLModel | None, fl_ctx: FLContext, abort_signal: Signal) -> FLModel:
         """The site's current local model (full state), e.g. for cross-site evaluation."""
         return FLModel(params_type=ParamsType.FULL, params=to_numpy(self._site.model.cpu().state_dict()))
+
+    # -- live metrics (FLARE analytics events; see flare_vlp.fl.analytics) ---------------------------------------
+
+    def stream_metrics(self, fl_ctx: FLContext, metrics: dict, step: int, tag: str = "round") -> None:
+        """Stream the numeric ``metrics`` to the server as ``<tag>/<key>`` scalars at ``step`` (TensorBoard and
+        metrics.jsonl there). Best effort: a failed send is logged and never fails the task."""
+        try:
+            stream_scalars(self, fl_ctx, tag, metrics, step)
+        except Exception as e:
+            self.log_warning(fl_ctx, f"cannot stream {tag!r} metrics at step {step}: {e}")
+
+    def _step_streamer(self, model_in: FLModel, fl_ctx: FLContext) -> Callable[[int, dict], None]:
+        """``train_loop``'s ``on_log``: the step's train loss as ``train/loss`` at step round * local_steps + step."""
+        base = int(model_in.current_round or 0) * self.local_steps(model_in)
+        return lambda step, logs: self.stream_metrics(fl_ctx, {"loss": logs.get("loss")}, base + step, tag="train")
 
     def _val_loss(self, model_in: FLModel) -> float:
         if self._site.val_loader is None:

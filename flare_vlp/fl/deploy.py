@@ -1,0 +1,151 @@
+"""Running a flare_vlp recipe to the end in a real FLARE deployment: a POC system on this machine or a provisioned
+(e.g. dashboard-provisioned) system reached with an admin startup kit.
+
+Both submit through the recipe (``recipe.run(env)``: PocEnv provisions and starts the POC first) and then follow the
+job with one FLARE API session until it ends. POC: the server runs here and writes its run folder in place, so
+nothing is downloaded, and the POC system is always stopped (every process, by PID if need be), also on errors and
+Ctrl-C. Prod: the server writes on its own machine, so the job result (the server's job workspace, with the
+controller's ``metrics.jsonl`` and ``models/global.safetensors`` in its app folder) is downloaded through the FLARE
+API; Ctrl-C aborts the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from nvflare.apis.job_def import RunStatus
+from nvflare.fuel.flare_api.api_spec import MonitorReturnCode
+from nvflare.fuel.flare_api.flare_api import Session, new_secure_session
+from nvflare.recipe.poc_env import PocEnv
+from nvflare.recipe.prod_env import ProdEnv
+from nvflare.recipe.spec import Recipe
+
+from flare_vlp.fl.poc import poc_admin_kit, stop_poc
+
+__all__ = ["RUN_FILES", "collect_run_files", "run_in_poc", "run_in_prod"]
+
+RUN_FILES = ("metrics.jsonl", "config.yaml", "models/global.safetensors")
+"""What the controller writes into its run folder (see ``flare_vlp.fl.controllers.base``)."""
+
+Echo = Callable[[str], None]
+
+
+def _session(username: str, kit: str | Path, login_timeout: float) -> Session:
+    return new_secure_session(username=username, startup_kit_location=str(kit), timeout=login_timeout)
+
+
+def _follow(sess: Session, job_id: str, timeout: float, echo: Echo) -> None:
+    """Wait for ``job_id`` to end; raise unless it completed. ``timeout`` 0 waits for ever; on timeout it aborts."""
+    seen = {"status": None}
+
+    def on_poll(_sess, _job_id, meta, *_args, **_kwargs) -> bool:
+        status = meta.get("status")
+        if status != seen["status"]:
+            echo(f"job {job_id}: {status}")
+            seen["status"] = status
+        return True
+
+    rc, meta = sess.monitor_job_and_return_job_meta(job_id, timeout=timeout, poll_interval=2.0, cb=on_poll)
+    if rc == MonitorReturnCode.TIMEOUT:
+        sess.abort_job(job_id)
+        raise TimeoutError(f"job {job_id} did not finish within {timeout:.0f} s; it was aborted")
+    status = (meta or {}).get("status")
+    if status != RunStatus.FINISHED_COMPLETED.value:
+        raise RuntimeError(f"job {job_id} ended with status {status}; see the server's and sites' log.txt")
+
+
+@contextlib.contextmanager
+def _no_sigint() -> Iterator[None]:
+    """Hold Ctrl-C back while a cleanup runs (main thread only; elsewhere signals cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_in_poc(recipe: Recipe, env: PocEnv, *, timeout: float = 0, echo: Echo = print) -> str:
+    """Provision and start the POC system, run ``recipe`` in it, wait for the job, and stop the system.
+
+    Args:
+        recipe: a flare_vlp recipe (its ``run_dir`` must be a local path: the POC server writes there).
+        env: e.g. :func:`flare_vlp.fl.poc.make_poc_env`.
+        timeout: seconds to wait for the job (0: no limit); on timeout the job is aborted.
+
+    Returns:
+        The job id.
+
+    Raises:
+        TimeoutError / RuntimeError: the job did not complete; the POC system is stopped in any case.
+    """
+    try:
+        job_id = recipe.run(env).get_job_id()
+        echo(f"POC: submitted job {job_id} (workspace {env.poc_workspace})")
+        sess = _session(env.username, poc_admin_kit(env.poc_workspace), env.get_extra_prop("login_timeout", 10))
+        try:
+            _follow(sess, job_id, timeout, echo)
+        finally:
+            sess.close()
+        return job_id
+    finally:
+        with _no_sigint():
+            killed = stop_poc(env)
+        echo(f"POC: stopped{f' (ended leftover processes {killed} by PID)' if killed else ''}")
+
+
+def run_in_prod(recipe: Recipe, env: ProdEnv, dest: str | Path, *, timeout: float = 0, echo: Echo = print) -> Path:
+    """Submit ``recipe`` to a provisioned system, wait for the job and download its result into ``dest``.
+
+    Every site (server included) must allow flare_vlp components once: ``flare-vlp jobs allow <kit>/local``.
+
+    Returns:
+        The downloaded job result folder.
+
+    Raises:
+        TimeoutError / RuntimeError: the job did not complete. KeyboardInterrupt aborts the job, then propagates.
+    """
+    job_id = recipe.run(env).get_job_id()
+    echo(f"prod: submitted job {job_id} as {env.username}")
+    sess = _session(env.username, env.startup_kit_location, env.login_timeout)
+    try:
+        try:
+            _follow(sess, job_id, timeout, echo)
+        except KeyboardInterrupt:
+            with _no_sigint():
+                sess.abort_job(job_id)
+            echo(f"prod: aborted job {job_id}")
+            raise
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        result = sess.download_job_result(job_id, destination=str(dest))
+    finally:
+        sess.close()
+    if not result or not Path(result).is_dir():
+        raise RuntimeError(f"job {job_id}: the FLARE API returned no result folder (got {result!r})")
+    return Path(result)
+
+
+def collect_run_files(result: str | Path, run_dir: str | Path) -> list[Path]:
+    """Copy the controller's run files from a downloaded job result (its server app folder) into ``run_dir``.
+
+    Raises:
+        FileNotFoundError: the result holds no ``models/global.safetensors``.
+    """
+    result, run_dir = Path(result), Path(run_dir)
+    models = sorted(result.rglob("models/global.safetensors"))
+    if not models:
+        raise FileNotFoundError(f"{result}: the job result holds no models/global.safetensors (did the job finish?)")
+    app_dir = models[0].parent.parent
+    copied = []
+    for name in RUN_FILES:
+        if (app_dir / name).is_file():
+            (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            copied.append(Path(shutil.copy2(app_dir / name, run_dir / name)))
+    return copied
