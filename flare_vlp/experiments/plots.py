@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_losses", "plot_comparison"]
+__all__ = ["plot_losses", "plot_comparison", "plot_dro_weights"]
 
 
 def _plt():
@@ -62,6 +62,27 @@ def plot_comparison(rows: Mapping[str, Mapping[str, float]], metrics: Sequence[s
     ax.axhline(0.5, color="gray", lw=0.8, ls="--")
     ax.legend(fontsize=8, ncol=min(4, len(names)))
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_dro_weights(
+    trajectories: Mapping[str, Sequence[float]], path: str | Path, title: str = "DRO site weights"
+) -> Path:
+    """lambda_k per round, one line per site, with the uniform weight 1/K dashed (FedDRA's telling diagnostic)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    for site, values in sorted(trajectories.items()):
+        ax.plot(np.arange(len(values)), values, marker="o", ms=3, lw=1.4, label=site)
+    if trajectories:
+        ax.axhline(1.0 / len(trajectories), color="grey", ls="--", lw=1, label="uniform")
+    ax.set_xlabel("round")
+    ax.set_ylabel("lambda (aggregation weight)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -29,8 +29,8 @@ from flare_vlp.fl.poc import poc_admin_kit, stop_poc
 
 __all__ = ["RUN_FILES", "collect_run_files", "run_in_poc", "run_in_prod"]
 
-RUN_FILES = ("metrics.jsonl", "config.yaml", "models/global.safetensors")
-"""What the controller writes into its run folder (see ``flare_vlp.fl.controllers.base``)."""
+RUN_FILES = ("metrics.jsonl", "config.yaml", "models", "plots", "tensorboard")
+"""What the server's components write into their run folder (files and folders; see ``flare_vlp.fl.controllers``)."""
 
 Echo = Callable[[str], None]
 
@@ -95,10 +95,22 @@ def run_in_poc(recipe: Recipe, env: PocEnv, *, timeout: float = 0, echo: Echo = 
         finally:
             sess.close()
         return job_id
+    except Exception:
+        _echo_error_logs(env.poc_workspace, echo)
+        raise
     finally:
         with _no_sigint():
             killed = stop_poc(env)
         echo(f"POC: stopped{f' (ended leftover processes {killed} by PID)' if killed else ''}")
+
+
+def _echo_error_logs(workspace: str | Path, echo: Echo, lines: int = 15) -> None:
+    """Show the end of every non-empty ``error_log.txt`` of the POC sites and their job folders (the workspace may
+    be inside a run folder that is removed on failure)."""
+    for log in sorted(Path(workspace).glob("*/prod_*/**/error_log.txt")):
+        text = log.read_text(errors="replace").strip().splitlines()
+        if text:
+            echo(f"--- {log} (last {min(lines, len(text))} lines)\n" + "\n".join(text[-lines:]))
 
 
 def run_in_prod(recipe: Recipe, env: ProdEnv, dest: str | Path, *, timeout: float = 0, echo: Echo = print) -> Path:
@@ -145,7 +157,9 @@ def collect_run_files(result: str | Path, run_dir: str | Path) -> list[Path]:
     app_dir = models[0].parent.parent
     copied = []
     for name in RUN_FILES:
-        if (app_dir / name).is_file():
-            (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
-            copied.append(Path(shutil.copy2(app_dir / name, run_dir / name)))
+        source, target = app_dir / name, run_dir / name
+        if source.is_dir():
+            copied.append(Path(shutil.copytree(source, target, dirs_exist_ok=True)))
+        elif source.is_file():
+            copied.append(Path(shutil.copy2(source, target)))
     return copied

@@ -26,11 +26,11 @@ from flare_vlp.experiments.builders import (
     default_data_dir,
     prepare_manifest,
 )
-from flare_vlp.experiments.plots import plot_losses
+from flare_vlp.experiments.plots import plot_dro_weights, plot_losses
 from flare_vlp.experiments.run_folder import RunFolder
 from flare_vlp.utils.io import atomic_output_dir
 
-__all__ = ["ENVS", "METHODS", "run_federated"]
+__all__ = ["ENVS", "METHODS", "dro_trajectories", "run_federated"]
 
 
 def _recipes() -> dict:
@@ -165,6 +165,9 @@ def _evaluate(cfg, manifest, model_file: Path, root: Path, method: str, fl_secon
         losses = _round_losses(root / "metrics.jsonl")
         if losses:
             plot_losses(losses, root / "plots" / "round_loss.png", title=f"{method}: site train loss per round")
+        lambdas = dro_trajectories(root / "metrics.jsonl")
+        if lambdas:
+            plot_dro_weights(lambdas, root / "plots" / "dro_weights.png", title=f"{method}: site weights lambda")
         extra = {"eval": ev, "seconds_federated": round(fl_seconds, 1)}
         if floor is not None:
             extra["floor"] = floor["summary"]
@@ -174,13 +177,26 @@ def _evaluate(cfg, manifest, model_file: Path, root: Path, method: str, fl_secon
     return ev["summary"]
 
 
-def _round_losses(metrics: Path) -> dict[str, list[float]]:
-    """Per-site train loss by round, from the controller's ``site`` events."""
-    out: dict[str, list[float]] = {}
+def _events(metrics: Path, kind: str) -> list[dict]:
     if not metrics.is_file():
-        return out
-    for line in metrics.read_text().splitlines():
-        event = json.loads(line)
-        if event.get("event") == "site" and event.get("train_loss") is not None:
+        return []
+    events = (json.loads(line) for line in metrics.read_text().splitlines() if line.strip())
+    return [e for e in events if e.get("event") == kind]
+
+
+def _round_losses(metrics: Path) -> dict[str, list[float]]:
+    """Per-site train loss by round, from the controller's ``site`` events of the full-network ``train`` task."""
+    out: dict[str, list[float]] = {}
+    for event in _events(metrics, "site"):
+        if event.get("train_loss") is not None and event.get("task", "train") == "train":
             out.setdefault(event["site"], []).append(float(event["train_loss"]))
+    return out
+
+
+def dro_trajectories(metrics: str | Path) -> dict[str, list[float]]:
+    """Site -> lambda per round, from a FedDRA / FedAID run's ``dro`` events (empty for other methods)."""
+    out: dict[str, list[float]] = {}
+    for event in _events(Path(metrics), "dro"):
+        for site, weight in event["lmbda"].items():
+            out.setdefault(site, []).append(float(weight))
     return out

@@ -105,4 +105,4 @@ def test_exported_fedprox_job_runs_in_nvflare_simulator(tmp_path, tiny_data_dir)
     _, last_round = load_checkpoint(workspace / "server" / "simulate_job" / "app_server" / MODEL_FILE)
     assert last_round == 1
     log = (workspace / "server" / "log.txt").read_text()
-    assert "round 1: averaged ['site-1', 'site-2']" in log
+    assert "round 1 train: averaged ['site-1', 'site-2']" in log
