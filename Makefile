@@ -1,5 +1,5 @@
 # The two commands of the README. Each sets up .venv by itself (torch==2.13.0 first) and then runs.
-.PHONY: setup demo test lint format bench-data bench-vlp clean
+.PHONY: setup demo test lint format bench-data bench-vlp bench-flare clean
 
 setup:
 	bash scripts/setup.sh test
@@ -25,6 +25,9 @@ bench-data: setup
 
 bench-vlp: setup
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_vlp.py
+
+bench-flare: setup
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_flare_overhead.py
 
 clean:
 	rm -rf .venv runs .pytest_cache .ruff_cache

@@ -1,8 +1,8 @@
 """``flare-vlp demo``: the README's main job — a small federated comparison on SynthCXR.
 
 Generates the SynthCXR federation of the ``demo`` preset (5 heterogeneous sites + an unseen site), then trains and
-evaluates the centralized and local-only baselines and FedAvg in the FLARE simulator with the same model, data and
-evaluation, and prints the comparison table (the untrained floor included).
+evaluates the centralized and local-only baselines, FedAvg and FedDRA in the FLARE simulator with the same model, data
+and evaluation, and prints the comparison table (the untrained floor included).
 """
 
 from __future__ import annotations
@@ -11,14 +11,17 @@ import argparse
 import time
 from pathlib import Path
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "DEMO_FEDDRA"]
+
+DEMO_FEDDRA = {"rho": 0.1, "eta": 0.5, "anchor_weight": 1.0, "stage1_steps": 2}
+"""FedDRA in the demo: the benchmark's settings (docs/methods.md), stage 1 = 2 deep-only steps (half a demo epoch)."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the main demo: centralized vs local-only vs FedAvg on SynthCXR")
+    p = sub.add_parser("demo", help="the main demo: centralized vs local-only vs FedAvg vs FedDRA on SynthCXR")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder of the runs (default runs/demo)")
     p.add_argument("--config", default="demo", help="preset name or YAML path (default: demo)")
-    p.add_argument("--rounds", type=int, default=None, help="FedAvg rounds (default: the config's train.epochs)")
+    p.add_argument("--rounds", type=int, default=None, help="federated rounds (default: the config's train.epochs)")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=_demo)
 
@@ -41,11 +44,12 @@ def _demo(args: argparse.Namespace) -> int:
     run_baseline(cfg, args.out / "centralized", "centralized", data_dir=data_dir, overwrite=True)
     run_baseline(load_config(args.config, no_floor), args.out / "local", "local", data_dir=data_dir, overwrite=True)
     rounds = args.rounds or max(1, round(cfg.train.epochs))
-    run_federated(
-        args.config, args.out / "fedavg", "fedavg", num_rounds=rounds, data_dir=data_dir, overwrite=True,
-        overrides=no_floor,
-    )  # fmt: skip
-    runs = [args.out / name for name in ("centralized", "local", "fedavg")]
+    for method, method_args in (("fedavg", None), ("feddra", DEMO_FEDDRA)):
+        run_federated(
+            args.config, args.out / method, method, num_rounds=rounds, data_dir=data_dir, overwrite=True,
+            overrides=no_floor, method_args=method_args,
+        )  # fmt: skip
+    runs = [args.out / name for name in ("centralized", "local", "fedavg", "feddra")]
     table = compare_runs(runs, plot_path=args.out / "compare.png")
     print(f"\n## flare_vlp demo ({args.config}): SynthCXR, {time.perf_counter() - t0:.0f} s\n")
     print(table)

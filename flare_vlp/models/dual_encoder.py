@@ -169,9 +169,12 @@ class DualEncoder(nn.Module):
     def clear_text_memo(self) -> None:
         self._text_memo.clear()
 
-    def _load_from_state_dict(self, *args, **kwargs):  # any load_state_dict invalidates the memo
-        self._text_memo.clear()
-        super()._load_from_state_dict(*args, **kwargs)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # new text-encoder weights invalidate the memo; a load without them (a federated round, where the frozen
+        # tower never travels) keeps it, so the frozen MiniLM is not re-run on the same reports every round
+        if any(key.startswith(f"{prefix}text_encoder.") for key in state_dict):
+            self._text_memo.clear()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> DualEncoderOutput:
         return DualEncoderOutput(

@@ -104,3 +104,19 @@ def test_load_from_another_architecture_names_the_key():
     state.pop("image_head.bias")
     with pytest.raises(KeyError, match=r"Missing key 'image_head\.bias'"):
         vit.load_group_state_dict(state, group="image_head")
+
+
+def test_frozen_text_memo_survives_loads_without_text_weights_only():
+    model = _model("cnn")
+    model.freeze("text_encoder")
+    model.text_encoder.eval()
+    _, ids, mask = _batch()
+    first = model.encode_text(ids, mask)
+    assert len(model._text_memo) == 4
+    heads = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
+    model.load_state_dict(heads, strict=False)  # a federated round: the frozen tower never travels
+    assert len(model._text_memo) == 4
+    assert torch.equal(model.encode_text(ids, mask), first)
+    text = {k: torch.zeros_like(v) for k, v in model.state_dict().items() if k.startswith("text_encoder.")}
+    model.load_state_dict(text, strict=False)  # new text weights: the memo must go
+    assert len(model._text_memo) == 0
