@@ -1,5 +1,5 @@
 # The two commands of the README. Each sets up .venv by itself (torch==2.13.0 first) and then runs.
-.PHONY: setup demo test lint format bench-data bench-vlp bench-flare clean
+.PHONY: setup demo test lint format bench-data bench-vlp bench-flare bench-feddra clean
 
 setup:
 	bash scripts/setup.sh test
@@ -28,6 +28,9 @@ bench-vlp: setup
 
 bench-flare: setup
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_flare_overhead.py
+
+bench-feddra: setup
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_feddra.py
 
 clean:
 	rm -rf .venv runs .pytest_cache .ruff_cache
