@@ -1,9 +1,11 @@
-"""``flare-vlp run``: a federated method in the FLARE simulator, evaluated like every baseline.
+"""``flare-vlp run``: a federated method in FLARE (simulator, POC or a provisioned system), evaluated like every
+baseline.
 
 Steps: prepare the data (SynthCXR generated once, before the sites start), build the method's Recipe with one
-simulated client per training site, run it in ``SimEnv``, then load the final global model and evaluate it with the
-same protocol as the centralized / local baselines, into the same run-folder layout (``flare-vlp report`` compares
-them). The FLARE workspace (site logs, the persisted global model) is kept under ``RUN_DIR/flare``.
+client per training site, run it in ``SimEnv`` / a POC system / ``ProdEnv`` (:mod:`flare_vlp.fl.deploy`), then load
+the final global model and evaluate it with the same protocol as the centralized / local baselines, into the same
+run-folder layout (``flare-vlp report`` compares them). The FLARE workspace (site logs, the persisted global model;
+in prod the downloaded job result) is kept under ``RUN_DIR/flare``.
 """
 
 from __future__ import annotations

@@ -21,6 +21,14 @@ FAST = {"train": {"bn_recalibration_batches": 1}}  # a tiny round in about a sec
 SITE_ARGS = {"local_steps": 2, "num_threads": 1, "config_overrides": FAST}
 
 
+CONTROLLERS = {
+    "fedavg": "flare_vlp.fl.controllers.fedavg.FedAvgVLP",
+    "fedprox": "flare_vlp.fl.controllers.fedavg.FedProxVLP",
+    "fedaid": "flare_vlp.fl.controllers.feddra.FedDRAVLP",
+    "feddra": "flare_vlp.fl.controllers.feddra.FedDRAVLP",
+}
+
+
 def _read(path: Path) -> dict:
     return json.loads(path.read_text())
 
@@ -32,15 +40,16 @@ def test_export_names_flare_vlp_classes_and_ships_no_code(tmp_path, tiny_data_di
         server = _read(job / "app" / "config" / "config_fed_server.json")
         client = _read(job / "app" / "config" / "config_fed_client.json")
         workflow = server["workflows"][0]
-        assert (
-            workflow["path"] == f"flare_vlp.fl.controllers.fedavg.{'FedAvgVLP' if method == 'fedavg' else 'FedProxVLP'}"
-        )
+        assert workflow["path"] == CONTROLLERS[method]
         assert workflow["args"]["num_rounds"] == 3
         assert server["components"][0]["path"] == "flare_vlp.fl.persistor.VLPModelPersistor"
         assert client["executors"][0]["executor"]["path"] == "flare_vlp.fl.executors.vlp_executor.VLPExecutor"
         assert client["executors"][0]["executor"]["args"]["data_dir"] == str(tiny_data_dir.resolve())
         assert not list(job.rglob("custom")), "the installed flare_vlp must be used, not a copy under custom/"
     assert _read(paths["fedprox"] / "app" / "config" / "config_fed_server.json")["workflows"][0]["args"]["mu"] == 0.1
+    feddra = _read(paths["feddra"] / "app" / "config" / "config_fed_server.json")["workflows"][0]["args"]
+    fedaid = _read(paths["fedaid"] / "app" / "config" / "config_fed_server.json")["workflows"][0]["args"]
+    assert feddra.get("two_stage", True) is True and fedaid["two_stage"] is False  # export omits default args
 
 
 def test_recipes_fail_at_construction():
