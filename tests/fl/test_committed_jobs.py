@@ -39,3 +39,10 @@ def test_cli_run_fedavg_then_report(tiny_data_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", str(out)]) == 0
     assert "| fedavg |" in capsys.readouterr().out
+
+
+def test_committed_poc_project_is_fresh(tmp_path):
+    from flare_vlp.fl.provision import write_poc_project
+
+    fresh = write_poc_project(tmp_path / "project.yml", [f"site-{i}" for i in range(1, 6)], port=8102)
+    assert fresh.read_text() == (REPO / "poc" / "project.yml").read_text(), "regenerate poc/project.yml (poc/README.md)"
