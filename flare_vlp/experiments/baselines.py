@@ -55,10 +55,16 @@ def train_and_evaluate(
     device: str = "cpu",
     on_log: Callable[[int, dict], None] | None = None,
     evaluate_floor: bool = False,
+    text_memo_from: torch.nn.Module | None = None,
 ):
-    """Train one model on ``train_manifest`` and evaluate it; returns (model, TrainResult, eval dict, floor)."""
+    """Train one model on ``train_manifest`` and evaluate it; returns (model, TrainResult, eval dict, floor).
+
+    ``text_memo_from``: a model with the same frozen text encoder whose memoised report features this one may reuse.
+    """
     tokenizer = build_tokenizer(cfg.model)
     model = build_model(cfg.model, seed=cfg.seed)
+    if text_memo_from is not None and "text_encoder" in cfg.model.frozen:
+        model.share_text_memo(text_memo_from)
     test_ds = build_dataset(test_manifest, cfg.data, train=False)
     probe_ds = build_dataset(probe_manifest, cfg.data, train=False)
     evaluate = lambda m: evaluate_model(  # noqa: E731
@@ -154,7 +160,7 @@ def _centralized(cfg, manifest, test, probe, run, device, echo):
 
 def _local(cfg, manifest, test, probe, run, device, echo):
     sites = [s for s in manifest.sites if s != UNSEEN_SITE and len(manifest.select(site=s, split=["train", "test"]))]
-    per_site, losses, floor = {}, {}, None
+    per_site, losses, floor, first = {}, {}, None, None
     for i, site in enumerate(sites):
         train = manifest.select(site=site, split="train")
         model, result, ev, fl = train_and_evaluate(
@@ -165,7 +171,9 @@ def _local(cfg, manifest, test, probe, run, device, echo):
             device=device,
             on_log=_logger(run, site, echo, 10 * cfg.train.log_every),
             evaluate_floor=cfg.eval.untrained_floor and i == 0,
+            text_memo_from=first,
         )
+        first = first or model
         floor = floor or (fl["summary"] if fl else None)
         echo(f"[local] {site}: {result.steps} steps, loss {result.final_loss:.3f}")
         per_site[site] = ev

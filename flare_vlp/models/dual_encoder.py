@@ -169,6 +169,18 @@ class DualEncoder(nn.Module):
     def clear_text_memo(self) -> None:
         self._text_memo.clear()
 
+    def share_text_memo(self, other: DualEncoder) -> None:
+        """Use ``other``'s memo of frozen text features (e.g. the local-only baseline's site models, which all start
+        from the same frozen text encoder, embed the shared test reports once instead of once per site).
+
+        Raises:
+            ValueError: if the two text encoders differ in any weight (their features would differ).
+        """
+        mine, theirs = self.text_encoder.state_dict(), other.text_encoder.state_dict()
+        if mine.keys() != theirs.keys() or any(not torch.equal(mine[k], theirs[k]) for k in mine):
+            raise ValueError("share_text_memo: the two models' text encoders differ; their features cannot be shared")
+        self._text_memo = other._text_memo
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # new text-encoder weights invalidate the memo; a load without them (a federated round, where the frozen
         # tower never travels) keeps it, so the frozen MiniLM is not re-run on the same reports every round

@@ -120,3 +120,18 @@ def test_frozen_text_memo_survives_loads_without_text_weights_only():
     text = {k: torch.zeros_like(v) for k, v in model.state_dict().items() if k.startswith("text_encoder.")}
     model.load_state_dict(text, strict=False)  # new text weights: the memo must go
     assert len(model._text_memo) == 0
+
+
+def test_text_memo_is_shared_only_between_identical_text_encoders():
+    a, b = _model("cnn"), _model("cnn")
+    for m in (a, b):
+        m.freeze("text_encoder")
+        m.text_encoder.eval()
+    _, ids, mask = _batch()
+    a.encode_text(ids, mask)
+    b.share_text_memo(a)
+    assert b._text_memo is a._text_memo and len(b._text_memo) == 4
+    with torch.no_grad():
+        next(b.text_encoder.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match="differ"):
+        _model("cnn").share_text_memo(b)
