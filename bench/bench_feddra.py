@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", nargs="+", default=DEFAULT_RUNS, choices=list(RUNS))
     p.add_argument("--out", type=Path, default=Path("runs/bench_feddra"))
     p.add_argument("--fresh", action="store_true", help="rerun runs that already have a summary")
+    p.add_argument("--tabulate", action="store_true", help="only tabulate the runs that finished; train nothing")
     p.add_argument("--log", type=Path, default=None, help="file for the runs' progress and FLARE output")
     args = p.parse_args(argv)
     out = args.out.absolute()
@@ -202,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for seed in args.seeds:  # seed-major: a cut-short benchmark still has every method at the first seeds
             for name in args.runs:
+                done = out / f"seed-{seed}" / name / "summary.json"
+                if args.tabulate and not done.is_file():
+                    continue
                 results[name][seed] = run_one(name, seed, args.config, out, log)
     finally:
         results = {k: v for k, v in results.items() if v}
