@@ -122,7 +122,7 @@ class TrainConfig:
         {}, "freezing schedule: group -> optimizer steps it stays frozen at the start (e.g. {image_encoder: 100})"
     )
     bn_recalibration_batches: int = _f(
-        16, "batches used to re-estimate BatchNorm statistics after training (precise BN; 0 = keep the EMA)"
+        16, "batches (at most one pass) to re-estimate BatchNorm statistics after training (precise BN; 0 = EMA)"
     )
 
     def __post_init__(self) -> None:

@@ -227,7 +227,9 @@ def train_loop(
         for param in pending:
             param.requires_grad_(True)
     if cfg.bn_recalibration_batches and not result.aborted:
-        stats_batches = [next(batches) for _ in range(cfg.bn_recalibration_batches)]
+        # at most one pass over the data: more batches only repeat rows (a small FL site has fewer than 8)
+        n_stats = min(cfg.bn_recalibration_batches, len(loader)) if hasattr(loader, "__len__") else None
+        stats_batches = [next(batches) for _ in range(n_stats or cfg.bn_recalibration_batches)]
         with _autocast(cfg, device):
             recalibrate_batchnorm(model, stats_batches, lambda b: objective(model, b), device)
     result.seconds = time.perf_counter() - t0

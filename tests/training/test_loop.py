@@ -126,3 +126,26 @@ def test_warm_frozen_schedule_unfreezes_on_time(setup):
     train_loop(model, loader, dataclasses.replace(schedule, warm_frozen={"image_encoder": 2}), steps=3, seed=0)
     assert any(not torch.equal(start[k], model.group_state_dict("image_encoder")[k]) for k in frozen_keys)
     assert all(p.requires_grad for p in model.image_encoder.parameters())
+
+
+def test_batchnorm_reestimation_reads_at_most_one_pass_of_the_loader(setup):
+    cfg, loader = setup
+    model = build_model(cfg.model, seed=0)
+    batches = [b for _, b in zip(range(2), loader)]
+
+    class Counting:
+        """Two batches, counting every batch handed out."""
+
+        served = 0
+
+        def __len__(self):
+            return len(batches)
+
+        def __iter__(self):
+            for b in batches:
+                Counting.served += 1
+                yield b
+
+    train = dataclasses.replace(cfg.train, bn_recalibration_batches=16)
+    train_loop(model, Counting(), train, steps=3, seed=0)
+    assert Counting.served == 3 + 2  # 3 steps, then one pass (2 batches) for the statistics, not 16
