@@ -26,6 +26,19 @@ def _smooth(values: Sequence[float], window: int) -> np.ndarray:
     return np.convolve(v, np.ones(window) / window, mode="valid")
 
 
+def _save_lines(plt, fig, ax, path: str | Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """The line plots' shared finish: labels, grid, legend, save, close."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_losses(losses: Mapping[str, Sequence[float]], path: str | Path, title: str = "training loss") -> Path:
     """One smoothed loss curve per site (or one for pooled training)."""
     plt = _plt()
@@ -34,15 +47,7 @@ def plot_losses(losses: Mapping[str, Sequence[float]], path: str | Path, title: 
         window = max(1, len(values) // 30)
         smooth = _smooth(values, window)
         ax.plot(np.arange(len(smooth)) + window // 2, smooth, label=name, lw=1.4)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save_lines(plt, fig, ax, path, "optimizer step", "loss", title)
 
 
 def plot_comparison(rows: Mapping[str, Mapping[str, float]], metrics: Sequence[str], path: str | Path) -> Path:
@@ -78,12 +83,4 @@ def plot_dro_weights(
         ax.plot(np.arange(len(values)), values, marker="o", ms=3, lw=1.4, label=site)
     if trajectories:
         ax.axhline(1.0 / len(trajectories), color="grey", ls="--", lw=1, label="uniform")
-    ax.set_xlabel("round")
-    ax.set_ylabel("lambda (aggregation weight)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save_lines(plt, fig, ax, path, "round", "lambda (aggregation weight)", title)
