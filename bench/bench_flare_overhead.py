@@ -61,8 +61,9 @@ def plain_fedavg(cfg, data_dir: Path, sites: list[str], rounds: int, steps: int,
             if cfg.model.frozen:
                 sd.model.freeze(cfg.model.frozen)
             result = train_loop(
-                sd.model, sd.train_loader, cfg.train, objective=objective, steps=steps, seed=cfg.seed + rnd
-            )
+                sd.model, sd.train_loader, cfg.train, objective=objective, steps=steps, seed=cfg.seed + rnd,
+                schedule_window=(rnd * steps, rounds * steps),  # the executor's run-level lr schedule
+            )  # fmt: skip
             train_loss[f"{rnd}/{site}"] = result.final_loss
             sd.model.cpu()
             state = sd.model.state_dict()

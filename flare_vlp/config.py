@@ -111,6 +111,11 @@ class TrainConfig:
     warmup_fraction: float = _f(0.1, "fraction of the steps with linear warmup")
     schedule: Literal["cosine", "constant"] = _f("cosine", "learning-rate decay after warmup")
     min_lr_ratio: float = _f(0.05, "final lr / peak lr for the cosine schedule")
+    federated_schedule: Literal["run", "round"] = _f(
+        "run",
+        "federated sites: one warmup + decay across all rounds, like the centralized run (run), or a fresh one every "
+        "round (round: with few steps per round it skips warmup and halves the mean lr)",
+    )
     grad_clip: float | None = _f(1.0, "max global grad norm (null = no clipping)")
     positives: Literal["labels", "dedupe", "diagonal"] = _f(
         "labels", "contrastive positives: identical label vectors (labels), de-duplicate (dedupe), plain CLIP"

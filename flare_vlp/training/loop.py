@@ -156,6 +156,7 @@ def train_loop(
     seed: int | None = None,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
     should_abort: Callable[[], bool] | None = None,
+    schedule_window: tuple[int, int] | None = None,
 ) -> TrainResult:
     """Train the parameters of ``model`` that have ``requires_grad`` (freeze groups before calling).
 
@@ -170,6 +171,9 @@ def train_loop(
         seed: seeds torch for dropout/augmentation randomness inside the model.
         on_log: called every ``cfg.log_every`` steps and at the end with (step, logs).
         should_abort: polled between steps; True stops the loop early (FLARE's abort signal).
+        schedule_window: ``(offset, run_steps)``: this call's steps are steps ``offset ...`` of a schedule (warmup +
+            decay) spanning ``run_steps``. A federated site passes its place in the whole run, so its lr follows one
+            schedule across rounds like the centralized run's, instead of restarting the warmup and decay every round.
 
     Returns:
         TrainResult with per-step losses, samples seen, wall seconds, and whether it was aborted.
@@ -184,7 +188,11 @@ def train_loop(
     thaw_at = _warm_frozen(model, cfg.warm_frozen)
     total = steps if steps is not None else resolve_steps(cfg, len(loader))
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = build_scheduler(optimizer, total, int(cfg.warmup_fraction * total), cfg.schedule, cfg.min_lr_ratio)
+    offset, run_steps = schedule_window or (0, total)
+    if offset < 0 or run_steps < 1:
+        raise ValueError(f"schedule_window must be (offset >= 0, run_steps >= 1), got {schedule_window}")
+    warmup = int(cfg.warmup_fraction * run_steps)
+    scheduler = build_scheduler(optimizer, run_steps, warmup, cfg.schedule, cfg.min_lr_ratio, start_step=offset)
     prox_ref = None
     if cfg.prox_mu > 0:
         if global_params is None:

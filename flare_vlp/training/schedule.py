@@ -35,7 +35,9 @@ def build_scheduler(
     warmup_steps: int,
     schedule: str = "cosine",
     min_ratio: float = 0.0,
+    start_step: int = 0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
+    """A scheduler whose step 0 is step ``start_step`` of the :func:`lr_multiplier` schedule (past the end: floor)."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(step, total_steps, warmup_steps, schedule, min_ratio)
+        optimizer, lambda step: lr_multiplier(start_step + step, total_steps, warmup_steps, schedule, min_ratio)
     )

@@ -111,3 +111,13 @@ def test_feddra_stage1_task_sends_deep_groups_with_anchor_and_global_loss(execut
     assert sorted(out.params) == sorted(deep) and out.meta[TaskMeta.TRAINABLE_GROUPS] == ["deep"]
     assert out.metrics["steps"] == 2 and out.metrics["anchor"] >= 0
     assert math.isfinite(out.metrics["global_val_loss"]) and math.isfinite(out.metrics["val_loss"])
+
+
+def test_lr_schedule_spans_the_run_not_the_round(executor, tiny_data_dir):
+    """Round r of R with S steps is window (r * S, R * S) of one schedule; ``federated_schedule: round`` restarts it."""
+    task = FLModelUtils.from_shareable(_task(rnd=1))  # total_rounds 2
+    assert executor.schedule_window(task, 3) == (3, 6)
+    overrides = {"train": {**FAST["train"], "federated_schedule": "round"}}
+    per_round = VLPExecutor(config="tiny", data_dir=str(tiny_data_dir), local_steps=1, config_overrides=overrides)
+    assert per_round.execute("train", _task(rnd=1), _ctx("site-1"), Signal()).get_return_code() == ReturnCode.OK
+    assert per_round.schedule_window(task, 3) is None

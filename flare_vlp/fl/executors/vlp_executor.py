@@ -172,6 +172,17 @@ class VLPExecutor(Executor):
         steps = model_in.meta.get(TaskMeta.LOCAL_STEPS) or self._local_steps
         return int(steps) if steps else len(self._site.train_loader)
 
+    def schedule_window(self, model_in: FLModel, steps: int) -> tuple[int, int] | None:
+        """Where this task's steps sit in the run's lr schedule: ``(round * steps, total_rounds * steps)``.
+
+        Each phase (task) of a round has its own steps, so each follows its own schedule across rounds. ``None`` (a
+        fresh schedule per task) with ``train.federated_schedule: round`` or when the task carries no round count.
+        """
+        total_rounds = model_in.total_rounds
+        if self._cfg.train.federated_schedule == "round" or not total_rounds:
+            return None
+        return int(model_in.current_round or 0) * steps, int(total_rounds) * steps
+
     # -- tasks ----------------------------------------------------------------------------------------------------
 
     def load_global(self, model_in: FLModel) -> dict[str, torch.Tensor]:
@@ -191,13 +202,15 @@ class VLPExecutor(Executor):
         if cfg.model.frozen:
             site.model.freeze(cfg.model.frozen)
         train_cfg = self.train_config(model_in)
+        steps = self.local_steps(model_in)
         result = train_loop(
             site.model,
             site.train_loader,
             train_cfg,
             objective=self.training_objective(model_in),
             device=self._device,
-            steps=self.local_steps(model_in),
+            steps=steps,
+            schedule_window=self.schedule_window(model_in, steps),
             global_params=global_params if train_cfg.prox_mu > 0 else None,
             seed=cfg.seed + int(model_in.current_round or 0),
             on_log=self._step_streamer(model_in, fl_ctx),
