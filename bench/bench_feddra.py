@@ -128,6 +128,11 @@ def gap_closure(results: dict[str, dict[int, dict]], method: str = "feddra") -> 
     return out
 
 
+def _cell(mean: float, std: float) -> str:
+    """``mean ± std``; a single seed has no spread, so just the value."""
+    return f"{mean:.3f}" if np.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
 def markdown(table: dict, closure: dict, config: str, seeds: list[int]) -> str:
     lines = [
         f"Config `{config}`, seeds {seeds}; mean ± sample std over seeds (n = seeds that finished).",
@@ -137,7 +142,7 @@ def markdown(table: dict, closure: dict, config: str, seeds: list[int]) -> str:
     ]
     for name, row in table.items():
         n = max((v[2] for v in row.values()), default=0)
-        cells = [f"{row[m][0]:.3f} ± {row[m][1]:.3f}" if m in row else "-" for m in METRICS]
+        cells = [_cell(*row[m][:2]) if m in row else "-" for m in METRICS]
         lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
     if closure:
         lines += ["", "| zero-shot metric | centralized − FedAvg | FedDRA − FedAvg (paired, mean ± std) | gap closed |"]
