@@ -43,6 +43,7 @@ def plain_fedavg(cfg, data_dir: Path, sites: list[str], rounds: int, steps: int,
     from flare_vlp.fl.executors.vlp_executor import mean_loss
     from flare_vlp.training import train_loop
     from flare_vlp.training.objectives import ContrastiveObjective
+    from flare_vlp.training.schedule import round_window
 
     torch.set_num_threads(threads)
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
@@ -62,7 +63,7 @@ def plain_fedavg(cfg, data_dir: Path, sites: list[str], rounds: int, steps: int,
                 sd.model.freeze(cfg.model.frozen)
             result = train_loop(
                 sd.model, sd.train_loader, cfg.train, objective=objective, steps=steps, seed=cfg.seed + rnd,
-                schedule_window=(rnd * steps, rounds * steps),  # the executor's run-level lr schedule
+                schedule_window=round_window(rnd, rounds, steps),  # the executor's run-level lr schedule
             )  # fmt: skip
             train_loss[f"{rnd}/{site}"] = result.final_loss
             sd.model.cpu()

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-__all__ = ["lr_multiplier", "build_scheduler"]
+__all__ = ["lr_multiplier", "build_scheduler", "round_window"]
 
 
 def lr_multiplier(
@@ -41,3 +41,8 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_multiplier(start_step + step, total_steps, warmup_steps, schedule, min_ratio)
     )
+
+
+def round_window(rnd: int, total_rounds: int, steps: int) -> tuple[int, int]:
+    """``train_loop``'s ``schedule_window`` for round ``rnd`` of ``total_rounds`` with ``steps`` steps per round."""
+    return rnd * steps, total_rounds * steps

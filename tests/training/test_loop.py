@@ -149,3 +149,13 @@ def test_batchnorm_reestimation_reads_at_most_one_pass_of_the_loader(setup):
     train = dataclasses.replace(cfg.train, bn_recalibration_batches=16)
     train_loop(model, Counting(), train, steps=3, seed=0)
     assert Counting.served == 3 + 2  # 3 steps, then one pass (2 batches) for the statistics, not 16
+
+
+def test_train_loop_rejects_a_bad_schedule_window():
+    import torch
+
+    from flare_vlp.config import TrainConfig
+    from flare_vlp.training import train_loop
+
+    with pytest.raises(ValueError, match="schedule_window must be"):
+        train_loop(torch.nn.Linear(2, 2), [{}], TrainConfig(), steps=1, schedule_window=(-1, 10))

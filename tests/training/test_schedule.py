@@ -40,13 +40,3 @@ def test_scheduler_from_a_start_step_continues_one_schedule():
     assert lrs(0, 5) + lrs(5, 5) == pytest.approx(lrs(0, 10))
     assert lrs(0, 10) == pytest.approx([2.0 * lr_multiplier(i, 10, 2, "cosine", 0.05) for i in range(10)])
     assert lrs(12, 1) == pytest.approx([2.0 * 0.05])  # past the run's end: the floor
-
-
-def test_train_loop_rejects_a_bad_schedule_window():
-    import torch
-
-    from flare_vlp.config import TrainConfig
-    from flare_vlp.training import train_loop
-
-    with pytest.raises(ValueError, match="schedule_window must be"):
-        train_loop(torch.nn.Linear(2, 2), [{}], TrainConfig(), steps=1, schedule_window=(-1, 10))

@@ -29,6 +29,7 @@ from flare_vlp.fl.exchange import DEFAULT_GROUPS, TaskMeta, TaskName, exchanged_
 from flare_vlp.fl.executors.site_data import SiteData, load_site_data
 from flare_vlp.training import train_loop
 from flare_vlp.training.objectives import AnchoredObjective, ContrastiveObjective, Objective, batch_to_device
+from flare_vlp.training.schedule import round_window
 
 __all__ = ["VLPExecutor", "mean_loss"]
 
@@ -181,7 +182,7 @@ class VLPExecutor(Executor):
         total_rounds = model_in.total_rounds
         if self._cfg.train.federated_schedule == "round" or not total_rounds:
             return None
-        return int(model_in.current_round or 0) * steps, int(total_rounds) * steps
+        return round_window(int(model_in.current_round or 0), int(total_rounds), steps)
 
     # -- tasks ----------------------------------------------------------------------------------------------------
 
