@@ -79,9 +79,12 @@ def _cycle(loader) -> Iterator:
             raise ValueError("the training loader yields no batch")
 
 
-def _warm_frozen(model: nn.Module, schedule: Mapping[str, int]) -> dict[int, list[nn.Parameter]]:
-    """Freeze each scheduled group now; return step -> the parameters to unfreeze at that step.
+def _warm_frozen(model: nn.Module, schedule: Mapping[str, int], offset: int = 0) -> dict[int, list[nn.Parameter]]:
+    """Freeze each scheduled group now; return step of this call -> the parameters to unfreeze at that step.
 
+    The schedule counts steps of the run: a call whose steps start at ``offset`` (a federated round, see
+    ``schedule_window``) freezes a group only while ``offset + step`` is below the group's count, so a site does not
+    re-freeze its encoder at the start of every round.
     Only parameters that are trainable when the loop starts take part (a group frozen by the config stays frozen).
     Warming up new heads on a frozen (e.g. pretrained) encoder before unfreezing it protects the encoder from the
     large, random gradients of the fresh heads.
@@ -95,9 +98,9 @@ def _warm_frozen(model: nn.Module, schedule: Mapping[str, int]) -> dict[int, lis
     for group, steps in schedule.items():
         for name in model.param_names(group):
             param = named[name]
-            if param.requires_grad and steps > 0:
+            if param.requires_grad and steps > offset:
                 param.requires_grad_(False)
-                thaw.setdefault(int(steps), []).append(param)
+                thaw.setdefault(int(steps) - offset, []).append(param)
     return thaw
 
 
@@ -174,6 +177,7 @@ def train_loop(
         schedule_window: ``(offset, run_steps)``: this call's steps are steps ``offset ...`` of a schedule (warmup +
             decay) spanning ``run_steps``. A federated site passes its place in the whole run, so its lr follows one
             schedule across rounds like the centralized run's, instead of restarting the warmup and decay every round.
+            ``train.warm_frozen`` counts steps of the same window.
 
     Returns:
         TrainResult with per-step losses, samples seen, wall seconds, and whether it was aborted.
@@ -185,12 +189,12 @@ def train_loop(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters: every parameter group is frozen")
-    thaw_at = _warm_frozen(model, cfg.warm_frozen)
     total = steps if steps is not None else resolve_steps(cfg, len(loader))
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     offset, run_steps = schedule_window or (0, total)
     if offset < 0 or run_steps < 1:
         raise ValueError(f"schedule_window must be (offset >= 0, run_steps >= 1), got {schedule_window}")
+    thaw_at = _warm_frozen(model, cfg.warm_frozen, offset)
     warmup = int(cfg.warmup_fraction * run_steps)
     scheduler = build_scheduler(optimizer, run_steps, warmup, cfg.schedule, cfg.min_lr_ratio, start_step=offset)
     prox_ref = None

@@ -128,6 +128,24 @@ def test_warm_frozen_schedule_unfreezes_on_time(setup):
     assert all(p.requires_grad for p in model.image_encoder.parameters())
 
 
+def test_warm_frozen_counts_steps_of_the_schedule_window(setup):
+    """A federated round at run step 1 keeps a group frozen for the 3 - 1 = 2 steps left; at run step 3 not at all."""
+    cfg, loader = setup
+    schedule = dataclasses.replace(cfg.train, warm_frozen={"image_encoder": 3}, bn_recalibration_batches=0)
+
+    def encoder_changed(window: tuple[int, int], steps: int) -> bool:
+        model = build_model(cfg.model, seed=0)
+        start = {k: v.clone() for k, v in model.group_state_dict("image_encoder").items() if "running" not in k}
+        train_loop(model, loader, schedule, steps=steps, seed=0, schedule_window=window)
+        after = model.group_state_dict("image_encoder")
+        assert all(p.requires_grad for p in model.image_encoder.parameters())
+        return any(not torch.equal(v, after[k]) for k, v in start.items() if v.is_floating_point())
+
+    assert not encoder_changed((1, 10), steps=2)
+    assert encoder_changed((1, 10), steps=3)
+    assert encoder_changed((3, 10), steps=1)
+
+
 def test_batchnorm_reestimation_reads_at_most_one_pass_of_the_loader(setup):
     cfg, loader = setup
     model = build_model(cfg.model, seed=0)
