@@ -1,6 +1,7 @@
 """FedDRA / FedAID against the baselines on heterogeneous SynthCXR, several seeds, with ablations.
 
 Run:  .venv/bin/python bench/bench_feddra.py [--config fedbench] [--seeds 0 1 2] [--out runs/bench_feddra]
+      [--archive docs/results/feddra_v2]   (keep the summaries in the repository; `--out <archive> --tabulate` reprints)
 
 Every run is a real one: baselines through ``flare_vlp.experiments.baselines``, federated methods as FLARE jobs in
 the simulator (``flare_vlp.fl.run.run_federated``), all evaluated by the same protocol. Runs that already have a
@@ -175,6 +176,28 @@ def plot_lambdas(out: Path, names: list[str], seeds: list[int]) -> list[Path]:
     return paths
 
 
+def archive(out: Path, dest: Path, names: list[str], seeds: list[int]) -> list[Path]:
+    """Copy what the results table and the lambda plots need of every finished run into ``dest``, in the same
+    ``seed-<k>/<name>/`` layout, so ``--out dest --tabulate`` re-prints them from a clean clone: ``summary.json``,
+    ``config.yaml`` and ``metrics.jsonl`` without the per-step ``stream`` lines (rounds, sites, lambda, eval)."""
+    copied = []
+    for seed in seeds:
+        for name in names:
+            src = out / f"seed-{seed}" / name
+            if not (src / "summary.json").is_file():
+                continue
+            run = dest / f"seed-{seed}" / name
+            run.mkdir(parents=True, exist_ok=True)
+            for file in ("summary.json", "config.yaml"):
+                if (src / file).is_file():
+                    (run / file).write_text((src / file).read_text())
+            lines = (src / "metrics.jsonl").read_text().splitlines() if (src / "metrics.jsonl").is_file() else []
+            kept = [line for line in lines if line.strip() and json.loads(line).get("event") != "stream"]
+            (run / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))
+            copied.append(run)
+    return copied
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="fedbench")
@@ -184,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="rerun runs that already have a summary")
     p.add_argument("--tabulate", action="store_true", help="only tabulate the runs that finished; train nothing")
     p.add_argument("--log", type=Path, default=None, help="file for the runs' progress and FLARE output")
+    p.add_argument(
+        "--archive", type=Path, default=None, help="also copy the finished runs' summaries and round logs here"
+    )
     args = p.parse_args(argv)
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
@@ -192,11 +218,13 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.runs:
                 summary = out / f"seed-{seed}" / name / "summary.json"
                 summary.unlink(missing_ok=True)
-    log_file = open(args.log or out / "bench.log", "a", encoding="utf-8")  # noqa: SIM115
+    # tabulating trains nothing, so it leaves no log behind (e.g. in an archive folder)
+    log_file = None if args.tabulate else open(args.log or out / "bench.log", "a", encoding="utf-8")  # noqa: SIM115
 
     def log(msg: str) -> None:
-        log_file.write(msg + "\n")
-        log_file.flush()
+        if log_file is not None:
+            log_file.write(msg + "\n")
+            log_file.flush()
         if msg.startswith("=="):
             print(msg, flush=True)
 
@@ -219,10 +247,14 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps({"config": args.config, "runs": results, "table": table, "closure": closure}, indent=2) + "\n"
         )
         plots = plot_lambdas(out, [n for n in args.runs if n.startswith("fed")], args.seeds)
+        if args.archive is not None:
+            copied = archive(out, args.archive.absolute(), args.runs, args.seeds)
+            print(f"archived {len(copied)} runs in {args.archive}")
         print(md)
         print(f"lambda plots: {[str(p) for p in plots]}")
         print(f"total {time.perf_counter() - t0:.0f} s; results in {out}")
-        log_file.close()
+        if log_file is not None:
+            log_file.close()
     return 0
 
 
