@@ -113,3 +113,16 @@ def build_model(model: ModelConfig, seed: int = 0) -> DualEncoder:
     if model.frozen:
         net.freeze(model.frozen)
     return net
+
+
+def load_model_weights(net: DualEncoder, path: str | Path) -> DualEncoder:
+    """Load a run's saved weights (``models/*.safetensors``; a group subset, e.g. without a frozen text tower, is
+    fine) into ``net``, as float32."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no saved model weights there")
+    state = load_file(str(path))
+    net.load_group_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()})
+    return net

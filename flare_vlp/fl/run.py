@@ -15,9 +15,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file
-
 from flare_vlp.config import load_config
 from flare_vlp.evaluation import UNSEEN_SITE, evaluate_model
 from flare_vlp.experiments.baselines import probe_subset
@@ -26,6 +23,7 @@ from flare_vlp.experiments.builders import (
     build_model,
     build_tokenizer,
     default_data_dir,
+    load_model_weights,
     prepare_manifest,
 )
 from flare_vlp.experiments.plots import plot_dro_weights, plot_losses
@@ -158,9 +156,7 @@ def _evaluate(cfg, manifest, model_file: Path, root: Path, method: str, fl_secon
 
     model = build_model(cfg.model, seed=cfg.seed)
     floor = evaluate(model) if cfg.eval.untrained_floor else None
-    state = {k: v for k, v in load_file(str(model_file)).items()}
-    model.load_group_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()})
-    ev = evaluate(model)
+    ev = evaluate(load_model_weights(model, model_file))
     run = RunFolder(root)
     try:
         run.log("eval", site="global", **ev["summary"])
