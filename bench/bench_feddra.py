@@ -160,6 +160,32 @@ def markdown(table: dict, closure: dict, config: str, seeds: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def finding_table(out: Path, names: list[str], seeds: list[int], group: str = "pooled") -> str:
+    """Zero-shot AUC per finding on ``group`` (mean over the seeds that finished): which findings a run learned.
+
+    The macro AUC of the headline averages the findings, so a run that learned one finding well and none of the
+    others reads like one that learned all a little; this table tells them apart.
+    """
+    rows, findings = {}, []
+    for name in names:
+        per_seed = []
+        for seed in seeds:
+            path = out / f"seed-{seed}" / name / "summary.json"
+            groups = json.loads(path.read_text()).get("eval", {}).get("groups", {}) if path.is_file() else {}
+            if group in groups and "zero_shot" in groups[group]:
+                per_seed.append(groups[group]["zero_shot"])
+        if per_seed:
+            findings = findings or [f for f in per_seed[0] if f != "macro"]
+            rows[name] = ({f: float(np.nanmean([z[f] for z in per_seed])) for f in findings}, len(per_seed))
+    if not rows:
+        return ""
+    lines = [f"Zero-shot AUC per finding, {group} (mean over seeds):", "", "| run | n | " + " | ".join(findings) + " |"]
+    lines.append("|---|---|" + "---|" * len(findings))
+    for name, (aucs, n) in rows.items():
+        lines.append(f"| {name} | {n} | " + " | ".join(f"{aucs[f]:.3f}" for f in findings) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_lambdas(out: Path, names: list[str], seeds: list[int]) -> list[Path]:
     from flare_vlp.experiments.plots import plot_dro_weights
     from flare_vlp.fl.run import dro_trajectories
@@ -242,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         table = aggregate(results)
         closure = gap_closure(results)
         md = markdown(table, closure, args.config, args.seeds)
+        md += "\n" + finding_table(out, list(results), args.seeds)
         (out / "results.md").write_text(md)
         (out / "results.json").write_text(
             json.dumps({"config": args.config, "runs": results, "table": table, "closure": closure}, indent=2) + "\n"
