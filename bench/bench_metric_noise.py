@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {name} | " + " | ".join(cells) + " |")
     spread = {}
     print("\nover seeds: seed std of the value | mean bootstrap std (test-set sampling alone)")
-    print("| run | n | " + " | ".join(ZERO_SHOT_HEADLINE) + " |")
-    print("|---|---|" + "---|" * len(ZERO_SHOT_HEADLINE))
+    print("| run | n | " + " | ".join(f"{m} seed std | {m} bootstrap std" for m in ZERO_SHOT_HEADLINE) + " |")
+    print("|---|---|" + "---|---|" * len(ZERO_SHOT_HEADLINE))
     for name in names:
         seeds = [s for s in per_seed if name in per_seed[s]]
         if len(seeds) < 2:

@@ -68,3 +68,15 @@ def test_a_mismatched_model_is_named():
     scores, labels, sites = _toy()
     with pytest.raises(ValueError, match="model 'bad'"):
         bootstrap_zero_shot({"bad": scores[:, :1]}, labels, sites, FINDINGS, n_boot=2)
+
+
+def test_rank_auc_equals_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from flare_vlp.evaluation.bootstrap import _auc
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=200)
+    score = np.round(y + rng.normal(size=200), 1)  # rounded: many ties
+    assert _auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+    assert np.isnan(_auc(np.ones(5, dtype=int), np.arange(5.0)))
