@@ -1,5 +1,5 @@
 # The two commands of the README. Each sets up .venv by itself (torch==2.13.0 first) and then runs.
-.PHONY: setup demo test lint format bench-data bench-vlp bench-flare bench-feddra clean
+.PHONY: setup demo test lint format bench-data bench-vlp bench-flare bench-feddra bench-noise clean
 
 setup:
 	bash scripts/setup.sh test
@@ -31,6 +31,9 @@ bench-flare: setup
 
 bench-feddra: setup
 	HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_feddra.py
+
+bench-noise: setup  # test-set bootstrap of bench-feddra's finished runs (run that first)
+	HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_metric_noise.py
 
 clean:
 	rm -rf .venv runs .pytest_cache .ruff_cache
