@@ -56,7 +56,7 @@ def score_runs(out: Path, seed: int, names: list[str], config: str, log) -> dict
         prepare_manifest,
     )
 
-    scored = {}
+    scored, tests = {}, {}  # tests: data folder -> (test set, findings), built once for the runs that share it
     for name in names:
         run_dir = out / f"seed-{seed}" / name
         files = [run_dir / "models" / f for f in MODEL_FILES if (run_dir / "models" / f).is_file()]
@@ -65,16 +65,16 @@ def score_runs(out: Path, seed: int, names: list[str], config: str, log) -> dict
             continue
         cfg = run_config(name, seed, config)
         data_dir = default_data_dir(cfg, out)
-        manifest = prepare_manifest(cfg, data_dir)
-        test = build_dataset(manifest.select(split="test"), cfg.data, train=False)
+        if data_dir not in tests:
+            manifest = prepare_manifest(cfg, data_dir)
+            tests[data_dir] = (build_dataset(manifest.select(split="test"), cfg.data, train=False), manifest.findings)
+        test, findings = tests[data_dir]
         model = load_model_weights(build_model(cfg.model, seed=cfg.seed), files[0])
         scores, labels, sites = score_test_set(
-            model, build_tokenizer(cfg.model), test, manifest.findings, batch_size=cfg.eval.batch_size,
+            model, build_tokenizer(cfg.model), test, findings, batch_size=cfg.eval.batch_size,
             max_length=cfg.data.max_text_length,
         )  # fmt: skip
-        scored[name] = {
-            "scores": scores, "labels": labels, "sites": sites, "findings": manifest.findings, "data": str(data_dir)
-        }  # fmt: skip
+        scored[name] = {"scores": scores, "labels": labels, "sites": sites, "findings": findings, "data": str(data_dir)}
     return scored
 
 

@@ -82,13 +82,10 @@ def zero_shot_headline(scores: np.ndarray, labels: np.ndarray, sites: np.ndarray
     return out
 
 
-def _resample(sites: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Indices of one replicate: each site's images drawn with replacement, as many as the site has."""
-    parts = []
-    for site in sorted(set(sites.tolist())):
-        idx = np.flatnonzero(sites == site)
-        parts.append(rng.choice(idx, size=idx.size, replace=True))
-    return np.concatenate(parts)
+def _resample(by_site: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Indices of one replicate: each site's images (``by_site``: one index array per site) drawn with replacement,
+    as many as the site has."""
+    return np.concatenate([rng.choice(idx, size=idx.size, replace=True) for idx in by_site])
 
 
 def bootstrap_zero_shot(
@@ -120,9 +117,10 @@ def bootstrap_zero_shot(
     if n == 0:
         raise ValueError("no test images to bootstrap")
     rng = np.random.default_rng(seed)
+    by_site = [np.flatnonzero(sites == site) for site in sorted(set(sites.tolist()))]
     out: dict[str, dict[str, list[float]]] = {name: {} for name in scores}
     for _ in range(n_boot):
-        idx = _resample(sites, rng)
+        idx = _resample(by_site, rng)
         for name, s in scores.items():
             for metric, value in zero_shot_headline(s[idx], labels[idx], sites[idx], findings).items():
                 out[name].setdefault(metric, []).append(value)

@@ -28,3 +28,12 @@ def test_generate_reuse_and_refuse(tmp_path):
     with pytest.raises(ValueError, match="mine: not a SynthCXR folder"):
         prepare_manifest(cfg, tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_load_model_weights_names_a_missing_file(tmp_path):
+    from flare_vlp.config import load_config
+    from flare_vlp.experiments.builders import build_model, load_model_weights
+
+    missing = tmp_path / "models" / "global.safetensors"
+    with pytest.raises(FileNotFoundError, match="global.safetensors"):
+        load_model_weights(build_model(load_config("tiny").model), missing)
