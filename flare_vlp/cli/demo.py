@@ -31,7 +31,7 @@ def _demo(args: argparse.Namespace) -> int:
     from flare_vlp.experiments.baselines import run_baseline
     from flare_vlp.experiments.builders import default_data_dir, prepare_manifest
     from flare_vlp.experiments.report import compare_runs
-    from flare_vlp.fl.run import run_federated
+    from flare_vlp.recipes.run import run_federated
 
     t0 = time.perf_counter()
     seed = {"seed": args.seed} if args.seed is not None else {}

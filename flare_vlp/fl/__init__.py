@@ -1,9 +1,10 @@
-"""The FLARE plugins: the only flare_vlp package that imports nvflare.
+"""The FLARE adapters (with ``flare_vlp.recipes``, the only code importing nvflare).
 
-* ``flare_vlp.fl.executors.VLPExecutor``: the site component (train / validate / submit_model tasks).
-* ``flare_vlp.fl.controllers.FedAvgVLP`` / ``FedProxVLP``: server workflows over a shared round skeleton.
-* ``flare_vlp.fl.persistor.VLPModelPersistor``: seeded initial model, atomic saves, resume.
-* ``flare_vlp.fl.job_export``: site policy (class allow-list) and job export helpers.
-* ``flare_vlp.fl.provision``: the allow-list provisioning builder and flare_vlp's loopback POC project.
+* ``flare_vlp.fl.controller.StrategyController``: the one server workflow; a method's strategy decides.
+* ``flare_vlp.fl.executor.ClientAlgoExecutor``: the one site component; a method's client algorithm trains.
+* ``flare_vlp.fl.exchange``: task + message <-> ``FLModel``.
+* ``flare_vlp.fl.persistor.GlobalStatePersistor``: atomic per-round checkpoints of the strategy's state, resume.
+* ``flare_vlp.fl.analytics``: live per-site metrics (analytics events -> TensorBoard + metrics.jsonl).
+* ``flare_vlp.fl.policy``: the site class allow-list; ``flare_vlp.fl.provision``: the allow-list builder, POC project.
 * ``flare_vlp.fl.poc`` / ``flare_vlp.fl.deploy``: the POC system's lifecycle; running a recipe in POC or prod.
 """

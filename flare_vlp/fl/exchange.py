@@ -1,77 +1,77 @@
-"""What travels between the server and the sites: task meta keys, which tensors a round exchanges, numpy <-> torch.
+"""flare_vlp messages on FLARE's wire: :class:`~flare_vlp.methods.messages.Task` + ``Message`` <-> ``FLModel``.
 
-Server and clients must agree on the exact keys of an update, or every update fails validation; both compute them
-with :func:`exchanged_keys` from the same (config-built) model. Params travel as numpy (FOBS serialises numpy
-natively and the server never needs torch tensors); ``meta`` holds only plain Python values.
+Layout of the ``FLModel``:
+
+* ``params``: weights under their own keys (so a persisted global model is a plain state dict), adapters under
+  ``adapter::<key>``, representations under ``repr::<modality>`` (rows in the order of ``meta["repr_ids"]``);
+* ``metrics``: the message's metrics;
+* ``meta``: the message's meta plus, server -> site, the task's groups, local steps and options;
+* ``current_round`` / ``total_rounds``: the task's round and the run's rounds.
+
+Everything in ``meta`` is a plain Python value: a tensor there breaks FOBS.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 
-import numpy as np
-import torch
+from flare_vlp.methods.messages import Message, Representations, Task, TaskMeta
 
-from flare_vlp.models import DualEncoder
+__all__ = ["ADAPTER_PREFIX", "REPR_PREFIX", "to_flmodel", "from_flmodel", "task_from_flmodel"]
 
-__all__ = ["TaskMeta", "TaskName", "DEFAULT_GROUPS", "exchanged_keys", "to_numpy", "to_torch"]
-
-DEFAULT_GROUPS: tuple[str, ...] = ("all",)
-"""Trainable parameter groups of a round when the controller does not say (minus the config's ``model.frozen``)."""
+ADAPTER_PREFIX = "adapter::"
+REPR_PREFIX = "repr::"
+_TASK_KEYS = (TaskMeta.TRAINABLE_GROUPS, TaskMeta.LOCAL_STEPS, TaskMeta.OPTIONS)
 
 
-class TaskMeta:
-    """``FLModel.meta`` keys of the flare_vlp tasks (plain strings: meta must stay FOBS-serialisable).
-
-    Attributes:
-        TRAINABLE_GROUPS: server -> site, list of parameter groups trained (and sent back) this round.
-        PROX_MU: server -> site, FedProx mu for this round (overrides ``train.prox_mu``).
-        LOCAL_STEPS: server -> site, optimizer steps of this round (overrides the executor's ``local_steps``).
-        ANCHOR_WEIGHT: server -> site, FedDRA/FedAID ``lambda_anchor`` (> 0 adds the anchor loss to the local loss).
-        ROUND: persisted global model, the last completed round (for resuming).
-        CONTROLLER_STATE: persisted global model, the controller's resumable state (e.g. the DRO weights).
-        N_SAMPLES: site -> server, training rows of the site (the FedAvg weight n_k).
-        SITE: site -> server, the data site the FLARE client trained on.
-    """
-
-    TRAINABLE_GROUPS = "trainable_groups"
-    PROX_MU = "prox_mu"
-    LOCAL_STEPS = "local_steps"
-    ANCHOR_WEIGHT = "anchor_weight"
-    ROUND = "round"
-    CONTROLLER_STATE = "controller_state"
-    N_SAMPLES = "n_samples"
-    SITE = "data_site"
-
-
-class TaskName:
-    """Training task names. FedDRA's stage 1 is its own task, so FLARE's logs and traffic show each phase apart.
-
-    Attributes:
-        TRAIN: a full training task (FLARE's ``train``; stage 2 of FedDRA).
-        TRAIN_DEEP: FedDRA stage 1, the deep groups only.
-    """
-
-    TRAIN = "train"
-    TRAIN_DEEP = "train_deep"
+def to_flmodel(message: Message, task: Task | None = None) -> FLModel:
+    """``message`` (and, server -> site, its ``task``) as an ``FLModel``."""
+    params = dict(message.weights)
+    params.update({ADAPTER_PREFIX + k: v for k, v in message.adapters.items()})
+    meta = dict(message.meta)
+    if message.representations is not None:
+        params.update({REPR_PREFIX + m: a for m, a in message.representations.arrays.items()})
+        meta[TaskMeta.REPR_IDS] = list(message.representations.ids)
+    if task is not None:
+        meta[TaskMeta.TRAINABLE_GROUPS] = list(task.groups)
+        if task.local_steps is not None:
+            meta[TaskMeta.LOCAL_STEPS] = int(task.local_steps)
+        if task.options:
+            meta[TaskMeta.OPTIONS] = dict(task.options)
+    return FLModel(
+        params_type=ParamsType.FULL if params else None,
+        params=params or None,
+        metrics=dict(message.metrics) or None,
+        current_round=task.round if task is not None else None,
+        total_rounds=task.total_rounds if task is not None else None,
+        meta=meta,
+    )
 
 
-def exchanged_keys(model: DualEncoder, groups: Sequence[str], frozen: Iterable[str] = ()) -> list[str]:
-    """State-dict keys (parameters and buffers) of ``groups`` minus those of the always-``frozen`` groups."""
-    keys: dict[str, None] = {}
-    for group in groups:
-        keys.update(dict.fromkeys(model.group_state_dict(group)))
-    for group in frozen:
-        for key in model.group_state_dict(group):
-            keys.pop(key, None)
-    if not keys:
-        raise ValueError(f"parameter groups {list(groups)} minus frozen {list(frozen)} leave nothing to exchange")
-    return list(keys)
+def from_flmodel(model: FLModel) -> Message:
+    """The :class:`Message` an ``FLModel`` carries (task keys in its meta are left out)."""
+    weights, adapters, arrays = {}, {}, {}
+    for key, value in (model.params or {}).items():
+        if key.startswith(ADAPTER_PREFIX):
+            adapters[key[len(ADAPTER_PREFIX) :]] = value
+        elif key.startswith(REPR_PREFIX):
+            arrays[key[len(REPR_PREFIX) :]] = value
+        else:
+            weights[key] = value
+    meta = {k: v for k, v in (model.meta or {}).items() if k not in _TASK_KEYS}
+    ids = meta.pop(TaskMeta.REPR_IDS, None)
+    reps = Representations([str(i) for i in ids], arrays) if ids is not None or arrays else None
+    return Message(weights, adapters, reps, dict(model.metrics or {}), meta)
 
 
-def to_numpy(state: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy().copy() for k, v in state.items()}
-
-
-def to_torch(params: Mapping[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v).copy()) for k, v in params.items()}
+def task_from_flmodel(task_name: str, model: FLModel) -> Task:
+    """The :class:`Task` a site received (name from FLARE, the rest from the model's round and meta)."""
+    meta = model.meta or {}
+    return Task(
+        name=task_name,
+        round=int(model.current_round or 0),
+        total_rounds=int(model.total_rounds) if model.total_rounds else None,
+        groups=tuple(meta.get(TaskMeta.TRAINABLE_GROUPS) or ("all",)),
+        local_steps=int(meta[TaskMeta.LOCAL_STEPS]) if meta.get(TaskMeta.LOCAL_STEPS) else None,
+        options=dict(meta.get(TaskMeta.OPTIONS) or {}),
+    )

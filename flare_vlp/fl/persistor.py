@@ -1,10 +1,10 @@
-"""The server's global-model persistor: initial weights from the config's seed, atomic saves, resumable runs.
+"""The server's global-state persistor: atomic checkpoints of a strategy's weights, round and state; resumable runs.
 
-Every client builds its model with ``build_model(cfg.model, seed=cfg.seed)`` too, so the initial global model equals
-every site's starting point. Each save writes ``{"params", "round", "config", "state"}`` with ``torch.save`` to a
-temp file and renames it into place, so a run killed mid-save keeps the previous round's model. Resuming: pass
-``resume_from=<a saved file>``; the controller continues after the saved ``round`` and restores its ``state``
-(plain Python values, e.g. FedDRA's site weights lambda).
+Each save writes ``{"params", "round", "config", "state"}`` with ``torch.save`` to a temp file and renames it into
+place, so a run killed mid-save keeps the previous round's checkpoint. A fresh run has no checkpoint: the persistor
+returns an empty state and the strategy builds the initial model itself (once, from the config's seed, exactly as
+every site does). Resuming: pass ``resume_from=<a saved file>``; the controller continues after the saved ``round``
+and hands ``params`` and ``state`` (plain Python values, e.g. FedDRA's site weights lambda) back to the strategy.
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.app_common.abstract.model import ModelLearnable, ModelLearnableKey, make_model_learnable
 from nvflare.app_common.abstract.model_persistor import ModelPersistor
 
-from flare_vlp.config import load_config
-from flare_vlp.experiments.builders import build_model
-from flare_vlp.fl.exchange import TaskMeta, to_numpy, to_torch
+from flare_vlp.methods.messages import TaskMeta
+from flare_vlp.methods.tensors import to_numpy, to_torch
 
-__all__ = ["VLPModelPersistor", "save_checkpoint", "load_checkpoint", "read_checkpoint", "MODEL_FILE"]
+__all__ = ["GlobalStatePersistor", "save_checkpoint", "load_checkpoint", "read_checkpoint", "MODEL_FILE"]
 
 MODEL_FILE = "FL_global_model.pt"
 
@@ -32,7 +31,7 @@ def save_checkpoint(
     path: str | Path, params: dict[str, np.ndarray], round_: int | None, config: str, state: dict | None = None
 ) -> None:
     """Atomically ``torch.save`` the global params (as tensors), the last completed round, the config name and the
-    controller's state (plain Python values)."""
+    strategy's state (plain Python values)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -59,26 +58,18 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], int | None
     return ckpt["params"], ckpt.get("round")
 
 
-class VLPModelPersistor(ModelPersistor):
-    """Loads the initial (or resumed) global model and saves it into the server's app folder.
+class GlobalStatePersistor(ModelPersistor):
+    """Loads a checkpoint to resume from (or nothing, for a fresh run) and saves into the server's app folder.
 
     Args:
-        config: preset name or YAML path of the experiment config (the model section and seed are used).
-        config_overrides: nested dict merged over the config.
+        config: the experiment config's name, recorded in every checkpoint.
         model_file: file name inside the server's app folder.
-        resume_from: a checkpoint of an earlier run to start from (weights + completed round).
+        resume_from: a checkpoint of an earlier run to start from (weights + completed round + strategy state).
     """
 
-    def __init__(
-        self,
-        config: str = "tiny",
-        config_overrides: dict | None = None,
-        model_file: str = MODEL_FILE,
-        resume_from: str | None = None,
-    ):
+    def __init__(self, config: str = "tiny", model_file: str = MODEL_FILE, resume_from: str | None = None):
         super().__init__()
         self._config = config
-        self._config_overrides = config_overrides
         self._model_file = model_file
         self._resume_from = resume_from
 
@@ -87,24 +78,23 @@ class VLPModelPersistor(ModelPersistor):
         return Path(app_dir) / self._model_file
 
     def load_model(self, fl_ctx: FLContext) -> ModelLearnable:
-        if self._resume_from:
-            ckpt = read_checkpoint(self._resume_from)
-            self.log_info(fl_ctx, f"resuming from {self._resume_from} (last completed round {ckpt.get('round')})")
-            meta = {TaskMeta.ROUND: ckpt.get("round"), TaskMeta.CONTROLLER_STATE: ckpt["state"]}
-            return make_model_learnable(ckpt["params"], meta)
-        cfg = load_config(self._config, self._config_overrides)
-        model = build_model(cfg.model, seed=cfg.seed)
-        self.log_info(fl_ctx, f"initial global model from config {self._config!r}, seed {cfg.seed}")
-        return make_model_learnable(to_numpy(model.state_dict()), {})
+        if not self._resume_from:
+            self.log_info(fl_ctx, "fresh run: the strategy builds the initial global state")
+            return make_model_learnable({}, {})
+        ckpt = read_checkpoint(self._resume_from)
+        self.log_info(fl_ctx, f"resuming from {self._resume_from} (last completed round {ckpt.get('round')})")
+        return make_model_learnable(
+            ckpt["params"], {TaskMeta.ROUND: ckpt.get("round"), TaskMeta.STRATEGY_STATE: ckpt["state"]}
+        )
 
     def save_model(self, model: ModelLearnable, fl_ctx: FLContext) -> None:
         meta = model.get(ModelLearnableKey.META) or {}
         path = self.model_path(fl_ctx)
         save_checkpoint(
             path,
-            model[ModelLearnableKey.WEIGHTS],
+            model[ModelLearnableKey.WEIGHTS] or {},
             meta.get(TaskMeta.ROUND),
             self._config,
-            meta.get(TaskMeta.CONTROLLER_STATE),
+            meta.get(TaskMeta.STRATEGY_STATE),
         )
-        self.log_info(fl_ctx, f"saved global model (round {meta.get(TaskMeta.ROUND)}) to {path}")
+        self.log_info(fl_ctx, f"saved global state (round {meta.get(TaskMeta.ROUND)}) to {path}")

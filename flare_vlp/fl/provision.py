@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from nvflare.lighter.spec import Builder
 
-from flare_vlp.fl.job_export import add_flare_vlp
+from flare_vlp.fl.policy import add_flare_vlp
 
 __all__ = ["AllowFlareVLPBuilder", "BUILDER_PATH", "LOOPBACK_SERVER", "POC_ADMIN", "free_port", "write_poc_project"]
 

@@ -28,23 +28,12 @@ from flare_vlp.experiments.builders import (
 )
 from flare_vlp.experiments.plots import plot_dro_weights, plot_losses
 from flare_vlp.experiments.run_folder import RunFolder
+from flare_vlp.methods.registry import config_values, get_method, method_config, resolve
 from flare_vlp.utils.io import atomic_output_dir
 
-__all__ = ["ENVS", "METHODS", "dro_trajectories", "run_federated"]
+__all__ = ["ENVS", "dro_trajectories", "run_federated"]
 
 
-def _recipes() -> dict:
-    from flare_vlp.recipes import FedAIDVLPRecipe, FedAvgVLPRecipe, FedDRAVLPRecipe, FedProxVLPRecipe
-
-    return {
-        "fedavg": FedAvgVLPRecipe,
-        "fedprox": FedProxVLPRecipe,
-        "fedaid": FedAIDVLPRecipe,
-        "feddra": FedDRAVLPRecipe,
-    }
-
-
-METHODS = ("fedavg", "fedprox", "fedaid", "feddra")
 ENVS = ("sim", "poc", "prod")
 
 
@@ -56,7 +45,6 @@ def run_federated(
     num_rounds: int = 5,
     local_steps: int | None = None,
     data_dir: str | Path | None = None,
-    mu: float = 0.01,
     method_args: dict | None = None,
     overwrite: bool = False,
     overrides: dict | None = None,
@@ -67,19 +55,25 @@ def run_federated(
     username: str = "admin@nvidia.com",
     clients: list[str] | None = None,
     timeout: float = 0,
+    device: str = "cpu",
+    roles: dict[str, str] | None = None,
+    role_settings: dict[str, dict] | None = None,
 ) -> dict:
     """Run ``method`` in FLARE and write its run folder; returns the headline summary.
 
     ``overrides`` (a nested dict, e.g. ``{"seed": 1}``) is merged over the config on the server and every site.
-    ``method_args``: extra recipe arguments of the method (FedDRA / FedAID: ``rho``, ``eta``, ``signal``, ...).
+    ``method_args``: the method's settings (fields of its registered config: FedProx ``mu``; FedDRA / FedAID ``rho``,
+    ``eta``, ``signal``, ...), validated before anything runs. ``device``: ``cpu``, ``cuda`` or ``auto`` for every
+    site. ``roles`` / ``role_settings``: per-site roles of a multi-role method (see
+    :class:`~flare_vlp.recipes.MethodRecipe`).
     ``env``: ``sim`` (simulator), ``poc`` (a POC system on this machine, in ``poc_workspace``, default
     ``RUN_DIR/flare/poc``; always stopped afterwards) or ``prod`` (a provisioned system: ``startup_kit`` is the admin
     ``username``'s startup kit; every site ran ``flare-vlp jobs allow``). ``clients``: the FLARE client names, mapped
     in order onto the data's training sites (default ``site-1..site-N``). ``timeout``: seconds to wait for a POC or
     prod job (0: no limit).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method '{method}'; choose one of {list(METHODS)}")
+    spec = get_method(method)  # unknown method: error with the registered names
+    method_args = config_values(method_config(method, method_args))
     if env not in ENVS:
         raise ValueError(f"unknown env '{env}'; choose one of {list(ENVS)}")
     if env == "prod" and startup_kit is None:
@@ -95,10 +89,9 @@ def run_federated(
     if len(clients) != len(sites):
         raise ValueError(f"{len(clients)} FLARE clients {clients} for {len(sites)} training sites {sites}")
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
-        kwargs = {"mu": mu} if method == "fedprox" else {}
-        kwargs.update(method_args or {})
-        recipe = _recipes()[method](
-            name=f"{method}_vlp",
+        recipe = resolve(spec.recipe)(
+            method=method,
+            method_config=method_args,
             config=config if not Path(config).suffix else str(Path(config).absolute()),
             num_rounds=num_rounds,
             min_clients=len(sites),
@@ -108,7 +101,10 @@ def run_federated(
             site_map=dict(zip(clients, sites)),
             num_threads=1,
             config_overrides=overrides,
-            **kwargs,
+            device=device,
+            roles=roles,
+            role_settings=role_settings,
+            sites=clients if roles else None,
         )
         _run_job(recipe, env, tmp, clients, poc_workspace, startup_kit, username, timeout, echo)
         model_file = tmp / "models" / "global.safetensors"

@@ -1,4 +1,4 @@
-"""Site component policy and job export.
+"""Site component policy: the class allow-list that lets a FLARE site build flare_vlp components.
 
 FLARE 2.9 builds job components only from classes on a site's ``class_allow_list`` (``local/resources.json``; the
 default list holds NVFLARE classes only) unless the job ships code in ``custom/`` (BYOC). flare_vlp jobs use the
@@ -13,11 +13,10 @@ from pathlib import Path
 
 from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
 
-__all__ = ["PACKAGE_PREFIX", "add_flare_vlp", "allow_flare_vlp", "export_jobs", "JOB_NAMES"]
+__all__ = ["PACKAGE_PREFIX", "add_flare_vlp", "allow_flare_vlp"]
 
 PACKAGE_PREFIX = "flare_vlp."
 ALLOW_LIST_KEY = "class_allow_list"
-JOB_NAMES = {"fedavg": "fedavg_vlp", "fedprox": "fedprox_vlp", "fedaid": "fedaid_vlp", "feddra": "feddra_vlp"}
 
 
 def allow_flare_vlp(local_dir: str | Path) -> Path:
@@ -53,37 +52,3 @@ def add_flare_vlp(source: str | Path, target: str | Path | None = None) -> Path:
     resources[ALLOW_LIST_KEY] = allow
     target.write_text(json.dumps(resources, indent=4) + "\n")
     return target
-
-
-def export_jobs(
-    out_dir: str | Path,
-    *,
-    config: str = "tiny",
-    data_dir: str | Path,
-    num_rounds: int = 2,
-    n_clients: int = 2,
-    mu: float = 0.01,
-    **kwargs,
-) -> dict[str, Path]:
-    """Write one job folder per method (``out_dir/fedavg_vlp``, ``fedprox_vlp``, ``fedaid_vlp``, ``feddra_vlp``);
-    returns method -> folder.
-
-    ``data_dir`` is written into the client config as an absolute path (sites on this machine read it; other
-    machines need the same path or a per-site manifest). Extra ``kwargs`` go to both recipes.
-    """
-    from flare_vlp.recipes import FedAIDVLPRecipe, FedAvgVLPRecipe, FedDRAVLPRecipe, FedProxVLPRecipe
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    common = {"config": config, "data_dir": data_dir, "num_rounds": num_rounds, "min_clients": n_clients, **kwargs}
-    recipes = {
-        "fedavg": FedAvgVLPRecipe(name=JOB_NAMES["fedavg"], **common),
-        "fedprox": FedProxVLPRecipe(name=JOB_NAMES["fedprox"], mu=mu, **common),
-        "fedaid": FedAIDVLPRecipe(name=JOB_NAMES["fedaid"], **common),
-        "feddra": FedDRAVLPRecipe(name=JOB_NAMES["feddra"], **common),
-    }
-    paths = {}
-    for method, recipe in recipes.items():
-        recipe.export(str(out_dir))
-        paths[method] = out_dir / JOB_NAMES[method]
-    return paths

@@ -1,0 +1,76 @@
+"""``flare-vlp run``'s method flags, generated from the registry's typed method configs.
+
+Each field of each registered config becomes one flag (``rho`` -> ``--rho``) with its help text, type and
+``Literal`` choices; a field shared by several methods (``anchor_weight`` of FedAID and FedDRA) is one flag. Flags
+default to "not given", so the YAML ``fl:`` section and then the config class supply what the user did not type.
+A flag of another method than ``--method`` is an error naming both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any, Literal
+
+from flare_vlp.methods.registry import fl_settings, get_method, method_names
+
+__all__ = ["add_method_arguments", "given_method_arguments", "fl_settings"]
+
+
+def _flag_type(tp: Any) -> tuple[Any, dict]:
+    """argparse ``type`` and extra kwargs (choices, nargs) for a config field type."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) is Literal:
+        return str, {"choices": list(typing.get_args(tp))}
+    if args and typing.get_origin(tp) is not Literal and len(args) == 1 and tp not in (list, dict):
+        return _flag_type(args[0])
+    if tp is list or typing.get_origin(tp) is list:
+        return str, {"nargs": "+"}
+    if tp in (int, float, str):
+        return tp, {}
+    raise TypeError(f"no command-line flag for a field of type {tp!r}")
+
+
+def _fields() -> dict[str, tuple[Any, str, list[str]]]:
+    """Field name -> (type, help, methods that have it), across every registered method config."""
+    table: dict[str, tuple[Any, str, list[str]]] = {}
+    for name in method_names():
+        cls = get_method(name).config_cls
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp, help_text, methods = table.get(f.name, (hints[f.name], f.metadata.get("help", ""), []))
+            if tp != hints[f.name]:
+                raise TypeError(f"config field {f.name!r} has type {hints[f.name]} in {name} but {tp} elsewhere")
+            table[f.name] = (tp, help_text, [*methods, name])
+    return table
+
+
+def add_method_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per method-config field, grouped under "method settings"."""
+    group = parser.add_argument_group("method settings (from each method's config; see docs/methods.md)")
+    for field_name, (tp, help_text, methods) in _fields().items():
+        flag_type, extra = _flag_type(tp)
+        group.add_argument(
+            f"--{field_name.replace('_', '-')}",
+            dest=f"method__{field_name}",
+            type=flag_type,
+            default=None,
+            help=f"{help_text} [{', '.join(methods)}]",
+            **extra,
+        )
+
+
+def given_method_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The method flags the user typed, as ``{field: value}``; a flag that ``args.method`` does not have is an error."""
+    table = _fields()
+    given = {
+        key.removeprefix("method__"): value
+        for key, value in vars(args).items()
+        if key.startswith("method__") and value is not None
+    }
+    wrong = sorted(k for k in given if args.method not in table[k][2])
+    if wrong:
+        flags = ", ".join(f"--{k.replace('_', '-')} ({'/'.join(table[k][2])})" for k in wrong)
+        raise SystemExit(f"flare-vlp run: {flags} not a setting of --method {args.method}")
+    return given

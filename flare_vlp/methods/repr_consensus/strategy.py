@@ -1,0 +1,90 @@
+"""The representation-consensus server: per public sample and modality, the mean of the sites' representations.
+
+Each round the server draws ``public_per_round`` public ids (seeded by the experiment seed and the round), sends
+them with the current consensus of those ids (none before the first round), checks each reply's representations
+(the ids asked, in order; dimension ``model.embed_dim``; finite) and averages every modality over the sites that
+sent it. A modality no site sent this round keeps its previous consensus. The server keeps no model weights: its
+state is the consensus bank, persisted with the round and restored on resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from flare_vlp.methods.messages import Message, Representations, Task, TaskName
+from flare_vlp.methods.payload import validate_representations
+from flare_vlp.methods.strategy import ServerStrategy
+
+__all__ = ["ReprConsensusStrategy", "MODALITIES"]
+
+MODALITIES = ("image", "text")
+
+
+class ReprConsensusStrategy(ServerStrategy):
+    """Consensus of public-set representations (see the module docstring).
+
+    Args:
+        config: :class:`~flare_vlp.methods.repr_consensus.config.ReprConsensusConfig`.
+    """
+
+    def setup(self, params) -> None:
+        self._bank: dict[str, dict[str, np.ndarray]] = {m: {} for m in MODALITIES}  # modality -> id -> vector
+        self._ids = self.ctx.public_ids()  # the sites read the same public split
+        self._sent: tuple[Task, Message] | None = None
+
+    def round_tasks(self, rnd: int) -> list[Task]:
+        options = {"kd_weight": float(self.config.kd_weight), "kd_steps": int(self.config.kd_steps)}
+        return [Task(TaskName.TRAIN, rnd, self.ctx.num_rounds, options=options)]
+
+    def _round_ids(self, rnd: int) -> list[str]:
+        n = self.config.public_per_round or len(self._ids)
+        rng = np.random.default_rng([self.ctx.cfg.seed, rnd])
+        picked = rng.choice(len(self._ids), size=min(n, len(self._ids)), replace=False)
+        return [self._ids[i] for i in sorted(picked)]
+
+    def task_message(self, task: Task, site: str) -> Message:
+        if self._sent is None or self._sent[0] is not task:
+            ids = self._round_ids(task.round)
+            arrays = {}
+            for modality, bank in self._bank.items():
+                if ids and all(i in bank for i in ids):
+                    arrays[modality] = np.stack([bank[i] for i in ids]).astype(np.float32)
+            self._sent = (task, Message(representations=Representations(ids, arrays)))
+        return self._sent[1]
+
+    def check_reply(self, task: Task, site: str, reply: Message) -> None:
+        ids = self.task_message(task, site).representations.ids
+        dims = dict.fromkeys(MODALITIES, self.ctx.cfg.model.embed_dim)
+        validate_representations(site, reply.representations, ids, dims)
+
+    def combine(self, task: Task, replies: Mapping[str, Message]) -> dict[str, Any]:
+        ids = self.task_message(task, "").representations.ids
+        contributors: dict[str, list[str]] = {}
+        for modality in MODALITIES:
+            stacks = [
+                (s, r.representations.arrays[modality])
+                for s, r in replies.items()
+                if modality in r.representations.arrays
+            ]
+            if not stacks:
+                continue
+            mean = np.mean(np.stack([np.asarray(a, dtype=np.float64) for _, a in stacks]), axis=0)
+            for i, sample in enumerate(ids):
+                self._bank[modality][sample] = mean[i].astype(np.float32)
+            contributors[modality] = [s for s, _ in stacks]
+        if not contributors:
+            raise ValueError("no reply carried any representation")
+        return {"modalities": contributors, "public": len(ids)}
+
+    def global_weights(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def state(self) -> dict:
+        return {m: {i: v.tolist() for i, v in bank.items()} for m, bank in self._bank.items()}
+
+    def restore(self, state: Mapping) -> None:
+        for modality in MODALITIES:
+            self._bank[modality] = {i: np.asarray(v, np.float32) for i, v in (state.get(modality) or {}).items()}

@@ -1,0 +1,183 @@
+"""The server side of a method: a pure-Python :class:`ServerStrategy` driven by a round loop (FLARE's controller or
+the in-process runner), in the spirit of NVFlare's ``FedAvg(aggregator=...)`` + ``ModelAggregator``.
+
+The loop asks the strategy, per round, for its tasks (phases); per task, for the message each site gets; then hands
+it every reply, one by one (:meth:`ServerStrategy.accept`: validated per payload kind, kept or refused with a
+reason), and asks it to combine what it accepted into the next state (:meth:`ServerStrategy.aggregate`, which gets
+the task and so the round). The strategy owns all state that must survive a server restart: the global weights it
+serves (:meth:`global_weights`) and plain-Python extras (:meth:`state`, e.g. FedDRA's lambda), persisted after
+every round and handed back by :meth:`initialize` on resume.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from flare_vlp.algorithms.aggregate import UpdateValidationError
+from flare_vlp.config import ExperimentConfig
+from flare_vlp.methods.messages import Message, Task
+
+__all__ = ["RoundFailedError", "RoundResult", "ServerContext", "ServerStrategy"]
+
+
+class RoundFailedError(RuntimeError):
+    """A round that cannot produce the next global state (too few valid replies)."""
+
+
+@dataclass
+class ServerContext:
+    """What a strategy gets from its loop.
+
+    Args:
+        cfg: the experiment config.
+        num_rounds: total rounds of the run.
+        min_clients: fewest valid replies a task accepts.
+        log_event: ``log_event(event, **fields)`` appends a record to the run's metrics.jsonl.
+        logger: where the strategy logs (FLARE's component logger on a FLARE server).
+        data_dir: the SynthCXR folder the sites use, for strategies that read shared data (a public split).
+        manifest: a manifest path, likewise.
+    """
+
+    cfg: ExperimentConfig
+    num_rounds: int
+    min_clients: int
+    log_event: Callable[..., None] = field(default=lambda event, **fields: None)
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("flare_vlp.server"))
+    data_dir: str | None = None
+    manifest: str | None = None
+
+    def public_ids(self) -> list[str]:
+        """Ids of the public split of the shared data (generated once, under a lock, when the folder is missing)."""
+        from flare_vlp.data.manifest import read_manifest
+        from flare_vlp.experiments.site_data import locked_manifest
+
+        if self.manifest is not None:
+            rows = read_manifest(self.manifest, allow_empty_report=self.cfg.data.allow_empty_report)
+        elif self.data_dir is not None:
+            rows = locked_manifest(self.cfg, self.data_dir)
+        else:
+            raise ValueError("the server has no data source for the public split: give `data_dir` or `manifest`")
+        ids = [r.id for r in rows.select(split="public")]
+        if not ids:
+            raise ValueError(f"{rows.path}: no public split (SynthCXR: set data.synth.public_samples > 0)")
+        return ids
+
+
+@dataclass
+class RoundResult:
+    """What one task's combination did: the sites combined, those refused (site -> reason), and extras to log."""
+
+    sites: list[str]
+    rejected: dict[str, str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class ServerStrategy(ABC):
+    """Base of every server strategy.
+
+    Subclasses implement :meth:`setup`, :meth:`round_tasks`, :meth:`task_message`, :meth:`check_reply`,
+    :meth:`combine` and :meth:`global_weights`; they may extend :meth:`state` / :meth:`restore`.
+
+    Args:
+        config: the method's typed config (its dataclass from the registry).
+    """
+
+    def __init__(self, config: Any):
+        self.config = config
+        self.ctx: ServerContext | None = None
+        self._accepted: dict[str, Message] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+
+    def initialize(
+        self, ctx: ServerContext, params: Mapping[str, np.ndarray] | None = None, state: Mapping | None = None
+    ) -> None:
+        """Build the global state: fresh (``params`` ``None``), or restored from a checkpoint's params and state."""
+        self.ctx = ctx
+        self.setup(params)
+        if state:
+            self.restore(state)
+
+    @abstractmethod
+    def setup(self, params: Mapping[str, np.ndarray] | None) -> None:
+        """Build the server's model/state once; load ``params`` when resuming."""
+
+    def state(self) -> dict:
+        """Plain-Python state persisted with the global weights (and given to :meth:`restore`)."""
+        return {}
+
+    def restore(self, state: Mapping) -> None:  # noqa: B027  (optional hook)
+        """Restore what :meth:`state` returned."""
+
+    # -- a round ------------------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def round_tasks(self, rnd: int) -> list[Task]:
+        """The tasks (phases) of round ``rnd``, in order; each is sent, answered and combined before the next."""
+
+    @abstractmethod
+    def task_message(self, task: Task, site: str) -> Message:
+        """The message ``site`` gets for ``task``. Returning the same object for every site lets the loop
+        broadcast one message."""
+
+    @abstractmethod
+    def check_reply(self, task: Task, site: str, reply: Message) -> None:
+        """Validate one reply for its payload kinds; raise ``UpdateValidationError`` naming site and key."""
+
+    @abstractmethod
+    def combine(self, task: Task, replies: Mapping[str, Message]) -> dict[str, Any]:
+        """Fold the accepted replies (site -> message, sorted by site) into the next state; returns info to log."""
+
+    @abstractmethod
+    def global_weights(self) -> dict[str, np.ndarray]:
+        """The global weights to persist and to hand out as the run's model (may be empty)."""
+
+    # -- the accept / aggregate / reset cycle the loops drive ---------------------------------------------------
+
+    def accept(self, task: Task, site: str, reply: Message) -> str | None:
+        """Keep ``reply`` if valid; otherwise return the reason it was refused (and log it)."""
+        try:
+            self.check_reply(task, site, reply)
+        except UpdateValidationError as e:
+            reason = str(e)
+            self.ctx.logger.warning(f"round {task.round} {task.name}: excluded reply of {site}: {reason}")
+            self.ctx.log_event("rejected", round=task.round, task=task.name, site=site, reason=reason)
+            return reason
+        self._accepted[site] = reply
+        return None
+
+    def aggregate(self, task: Task, rejected: Mapping[str, str] | None = None) -> RoundResult:
+        """Combine the accepted replies of ``task``; then forget them.
+
+        Raises:
+            RoundFailedError: fewer than ``min_clients`` accepted replies, or the combination itself failed; the
+                message lists every rejection reason.
+        """
+        rejected = dict(rejected or {})
+        accepted = {site: self._accepted[site] for site in sorted(self._accepted)}
+        self.reset()
+        try:
+            if len(accepted) < self.ctx.min_clients:
+                raise RoundFailedError(
+                    f"only {len(accepted)} valid repl{'y' if len(accepted) == 1 else 'ies'} "
+                    f"(need min_clients={self.ctx.min_clients}); valid: {sorted(accepted)}; rejected: {rejected}"
+                )
+            info = self.combine(task, accepted)
+        except (RoundFailedError, UpdateValidationError) as e:
+            self.ctx.log_event("round_failed", round=task.round, task=task.name, reason=str(e))
+            raise RoundFailedError(f"round {task.round} failed: {e}") from e
+        self.ctx.logger.info(f"round {task.round} {task.name}: combined {sorted(accepted)} {info}")
+        self.ctx.log_event(
+            "round", round=task.round, task=task.name, sites=sorted(accepted), rejected=sorted(rejected), **info
+        )
+        return RoundResult(sorted(accepted), rejected, info)
+
+    def reset(self) -> None:
+        """Drop the replies accepted so far (after a task, or when a task is abandoned)."""
+        self._accepted = {}
