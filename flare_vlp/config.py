@@ -20,8 +20,6 @@ from typing import Any, Literal
 
 import yaml
 
-from flare_vlp.data.synthetic.config import SynthConfig
-
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -57,8 +55,10 @@ class DataConfig:
     """Where the image-report pairs come from and how they are preprocessed."""
 
     manifest: str | None = _f(None, "manifest path (JSONL/CSV); null = generate SynthCXR into the run's data folder")
-    synth: SynthConfig = _f(
-        None, "SynthCXR settings when manifest is null (its seed and size come from `seed` and `data.image_size`)"
+    synth: dict = _f(
+        {},
+        "SynthCXR settings when manifest is null, validated by `flare_vlp.data.synthetic.SynthConfig` (errors name "
+        "`data.synth.<key>`; unseen_site defaults to true here; seed and size come from `seed` and `data.image_size`)",
     )
     image_size: int = _f(64, "square image side the loaders resize to")
     augment: bool = _f(True, "random affine + intensity augmentation on training images")
@@ -67,8 +67,6 @@ class DataConfig:
     allow_empty_report: bool = _f(False, "accept image-only rows (e.g. CheXpert)")
 
     def __post_init__(self) -> None:
-        if self.synth is None:
-            object.__setattr__(self, "synth", SynthConfig(unseen_site=True))
         _check(self.image_size >= 16, "data.image_size", f"must be >= 16, got {self.image_size}")
         _check(self.max_text_length >= 8, "data.max_text_length", f"must be >= 8, got {self.max_text_length}")
 
@@ -168,6 +166,11 @@ class ExperimentConfig:
     model: ModelConfig = _f(None, "model section")
     train: TrainConfig = _f(None, "local training section")
     eval: EvalConfig = _f(None, "evaluation section")
+    fl: dict = _f(
+        {},
+        "federated runs: rounds, local_steps, device, and per method name its settings (e.g. feddra: {rho: 0.1}); "
+        "validated against the method registry (flare_vlp.methods.registry.fl_settings)",
+    )
 
     def __post_init__(self) -> None:
         for name, cls in (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig), ("eval", EvalConfig)):
@@ -225,7 +228,7 @@ def config_from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except (TypeError, ValueError) as e:  # validation of a section owned by another module (e.g. SynthConfig)
+    except (TypeError, ValueError) as e:  # validation of a section owned by another module (e.g. data.synth)
         raise ConfigError(f"`{prefix.rstrip('.') or cls.__name__}`: {e}") from None
 
 

@@ -75,8 +75,9 @@ def _config_list(args: argparse.Namespace) -> int:
 def _config_show(args: argparse.Namespace) -> int:
     import yaml
 
-    from flare_vlp.config import config_to_dict, load_config
+    from flare_vlp.config import load_config
+    from flare_vlp.experiments.builders import resolved_config_dict
     from flare_vlp.experiments.run_folder import json_safe
 
-    print(yaml.safe_dump(json_safe(config_to_dict(load_config(args.name))), sort_keys=False), end="")
+    print(yaml.safe_dump(json_safe(resolved_config_dict(load_config(args.name))), sort_keys=False), end="")
     return 0

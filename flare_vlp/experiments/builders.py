@@ -13,7 +13,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from flare_vlp.config import DataConfig, ExperimentConfig, ModelConfig
+from flare_vlp.config import (
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    ModelConfig,
+    config_from_dict,
+    config_to_dict,
+)
 from flare_vlp.data.datasets import CachedManifestDataset, ManifestDataset
 from flare_vlp.data.manifest import Manifest, read_manifest
 from flare_vlp.data.synthetic import SynthConfig, generate_synthcxr
@@ -22,6 +29,8 @@ from flare_vlp.models import DualEncoder, build_dual_encoder, get_tokenizer_path
 
 __all__ = [
     "synth_config",
+    "validate_config",
+    "resolved_config_dict",
     "default_data_dir",
     "prepare_manifest",
     "build_dataset",
@@ -34,8 +43,43 @@ MANIFEST_NAME = "manifest.jsonl"
 
 
 def synth_config(cfg: ExperimentConfig) -> SynthConfig:
-    """The SynthCXR config of an experiment: its ``data.synth`` with the experiment's seed and image size."""
-    return dataclasses.replace(cfg.data.synth, seed=cfg.seed, size=cfg.data.image_size)
+    """The SynthCXR config of an experiment: its ``data.synth`` mapping, validated strictly (unknown keys, wrong types
+    and out-of-range values raise :class:`~flare_vlp.config.ConfigError` naming ``data.synth.<key>``), with
+    ``unseen_site`` true unless the mapping says otherwise, and the experiment's seed and image size.
+
+    Entry points call :func:`validate_config` (which calls this) right after ``load_config``: the config layer does not
+    import the data layer, so ``load_config`` alone cannot check ``data.synth``.
+    """
+    synth = cfg.data.synth
+    if isinstance(synth, dict):
+        synth = {"unseen_site": True, **synth}
+    base = config_from_dict(SynthConfig, synth, prefix="data.synth.")
+    try:
+        return dataclasses.replace(base, seed=cfg.seed, size=cfg.data.image_size)
+    except ValueError as e:
+        raise ConfigError(f"`data.synth` with seed {cfg.seed} and data.image_size {cfg.data.image_size}: {e}") from None
+
+
+def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Check what ``load_config`` cannot (``data.synth``), so a bad key fails before any work starts; returns ``cfg``.
+
+    The keys of ``data.synth`` are always checked; the whole SynthCXR config (with the experiment's seed and image
+    size) only when the data is generated (``data.manifest`` is null).
+    """
+    if cfg.data.manifest is None:
+        synth_config(cfg)
+    else:
+        config_from_dict(SynthConfig, cfg.data.synth, prefix="data.synth.")
+    return cfg
+
+
+def resolved_config_dict(cfg: ExperimentConfig) -> dict:
+    """``config_to_dict(cfg)`` with ``data.synth`` resolved to every SynthCXR setting when the data is generated (for
+    run folders and ``flare-vlp config show``); loading it back gives the same SynthCXR data."""
+    data = config_to_dict(cfg)
+    if cfg.data.manifest is None:
+        data["data"]["synth"] = synth_config(cfg).to_dict()
+    return data
 
 
 def default_data_dir(cfg: ExperimentConfig, root: str | Path) -> Path:
@@ -47,6 +91,7 @@ def default_data_dir(cfg: ExperimentConfig, root: str | Path) -> Path:
 def prepare_manifest(cfg: ExperimentConfig, data_dir: str | Path, *, progress=None) -> Manifest:
     """Read ``data.manifest``, or SynthCXR from ``data_dir``: generated when missing, reused when made with the same
     config; a non-empty folder holding anything else is an error (never silently replaced)."""
+    validate_config(cfg)
     if cfg.data.manifest is not None:
         return read_manifest(cfg.data.manifest, allow_empty_report=cfg.data.allow_empty_report)
     data_dir = Path(data_dir)

@@ -24,7 +24,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from flare_vlp.config import ExperimentConfig, config_to_dict
+from flare_vlp.config import ExperimentConfig
 from flare_vlp.utils.io import atomic_write_text
 
 __all__ = ["RunFolder", "load_summary", "json_safe"]
@@ -53,7 +53,9 @@ class RunFolder:
         self._metrics = open(self.root / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def write_config(self, cfg: ExperimentConfig, **extra: Any) -> None:
-        data = {**config_to_dict(cfg), **extra}
+        from flare_vlp.experiments.builders import resolved_config_dict  # torch + models: only when writing
+
+        data = {**resolved_config_dict(cfg), **extra}
         atomic_write_text(self.root / "config.yaml", yaml.safe_dump(json_safe(data), sort_keys=False))
 
     def log(self, event: str, **fields: Any) -> None:
