@@ -4,7 +4,7 @@ Run:  .venv/bin/python bench/bench_feddra.py [--config fedbench] [--seeds 0 1 2]
       [--archive docs/results/feddra_v2]   (keep the summaries in the repository; `--out <archive> --tabulate` reprints)
 
 Every run is a real one: baselines through ``flare_vlp.experiments.baselines``, federated methods as FLARE jobs in
-the simulator (``flare_vlp.fl.run.run_federated``), all evaluated by the same protocol. Runs that already have a
+the simulator (``flare_vlp.recipes.run.run_federated``), all evaluated by the same protocol. Runs that already have a
 ``summary.json`` are reused, so an interrupted benchmark continues where it stopped (``--fresh`` reruns all).
 
 Runs per seed (settings fixed before any result was looked at; see docs/methods.md):
@@ -68,7 +68,7 @@ def run_one(name: str, seed: int, config: str, out: Path, log) -> dict:
     from flare_vlp.config import load_config
     from flare_vlp.experiments.baselines import run_baseline
     from flare_vlp.experiments.builders import default_data_dir
-    from flare_vlp.fl.run import run_federated
+    from flare_vlp.recipes.run import run_federated
 
     spec = RUNS[name]
     run_dir = out / f"seed-{seed}" / name
@@ -85,7 +85,8 @@ def run_one(name: str, seed: int, config: str, out: Path, log) -> dict:
     else:
         summary = run_federated(
             config, run_dir, spec["method"], num_rounds=max(1, round(cfg.train.epochs)), data_dir=data_dir,
-            mu=spec.get("mu", 0.01), method_args=spec.get("args"), overwrite=True, overrides=overrides, echo=log,
+            method_args={**({"mu": spec["mu"]} if "mu" in spec else {}), **(spec.get("args") or {})},
+            overwrite=True, overrides=overrides, echo=log,
         )  # fmt: skip
     log(f"== {name} seed {seed}: {time.perf_counter() - t0:.0f} s; " + _fmt(summary))
     return summary
@@ -188,7 +189,7 @@ def finding_table(out: Path, names: list[str], seeds: list[int], group: str = "p
 
 def plot_lambdas(out: Path, names: list[str], seeds: list[int]) -> list[Path]:
     from flare_vlp.experiments.plots import plot_dro_weights
-    from flare_vlp.fl.run import dro_trajectories
+    from flare_vlp.recipes.run import dro_trajectories
 
     paths = []
     for name in names:

@@ -38,9 +38,9 @@ def plain_fedavg(cfg, data_dir: Path, sites: list[str], rounds: int, steps: int,
 
     from flare_vlp.algorithms.aggregate import weighted_average
     from flare_vlp.experiments.builders import build_model
-    from flare_vlp.fl.exchange import DEFAULT_GROUPS, exchanged_keys, to_numpy, to_torch
-    from flare_vlp.fl.executors.site_data import load_site_data
-    from flare_vlp.fl.executors.vlp_executor import mean_loss
+    from flare_vlp.experiments.site_data import load_site_data
+    from flare_vlp.methods.tensors import DEFAULT_GROUPS, exchanged_keys, to_numpy, to_torch
+    from flare_vlp.methods.vlp import mean_loss
     from flare_vlp.training import train_loop
     from flare_vlp.training.objectives import ContrastiveObjective
     from flare_vlp.training.schedule import round_window
@@ -87,18 +87,19 @@ def plain_fedavg(cfg, data_dir: Path, sites: list[str], rounds: int, steps: int,
 
 
 def simulator_fedavg(config: str, data_dir: Path, out: Path, n_sites: int, rounds: int, steps: int, threads: int):
-    """FedAvgVLPRecipe in SimEnv; wall time split with the controller's per-round event times in metrics.jsonl."""
+    """FedAvg's MethodRecipe in SimEnv; wall time split with the controller's per-round event times in metrics.jsonl."""
     import shutil
 
     from nvflare.recipe import SimEnv
     from safetensors.numpy import load_file
 
-    from flare_vlp.recipes import FedAvgVLPRecipe
+    from flare_vlp.recipes import MethodRecipe
 
     run_dir, workspace = out / "sim-run", out / "sim-ws"
     for folder in (run_dir, workspace):
         shutil.rmtree(folder, ignore_errors=True)
-    recipe = FedAvgVLPRecipe(
+    recipe = MethodRecipe(
+        method="fedavg",
         name="bench_flare",
         config=config,
         num_rounds=rounds,
@@ -152,16 +153,19 @@ def payload_bytes(config: str, rounds: int, trained: dict) -> dict:
     from nvflare.fuel.utils import fobs
 
     from flare_vlp.config import load_config
-    from flare_vlp.experiments.builders import build_model
-    from flare_vlp.fl.controllers import FedAvgVLP
-    from flare_vlp.fl.exchange import DEFAULT_GROUPS, TaskMeta, to_numpy
+    from flare_vlp.fl.exchange import to_flmodel
+    from flare_vlp.methods.messages import TaskMeta
+    from flare_vlp.methods.registry import get_method, method_config
+    from flare_vlp.methods.strategy import ServerContext
+    from flare_vlp.methods.tensors import DEFAULT_GROUPS
 
     common_decomposers.register()
     cfg = load_config(config)
-    full = to_numpy(build_model(cfg.model, seed=cfg.seed).state_dict())
-    controller = FedAvgVLP(config=config, num_rounds=rounds)
-    controller._cfg = cfg  # what run() sets before the first round
-    task = controller.task_payload(0, FLModel(params_type=ParamsType.FULL, params=full))
+    strategy = get_method("fedavg").strategy_cls()(method_config("fedavg"))
+    strategy.initialize(ServerContext(cfg, rounds, 1))  # builds the initial model, as the controller's run() does
+    full = strategy.global_weights()
+    first = strategy.round_tasks(0)[0]
+    task = to_flmodel(strategy.task_message(first, "site-1"), first)
     result = FLModel(
         params_type=ParamsType.FULL,
         params={k: trained[k] for k in task.params},  # what a site sends back: the exchanged keys

@@ -32,6 +32,7 @@ __all__ = [
     "preset_path",
     "config_to_dict",
     "config_from_dict",
+    "merge_overrides",
 ]
 
 
@@ -271,15 +272,16 @@ def load_config(name_or_path: str | Path, overrides: dict | None = None) -> Expe
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from None
     if overrides:
-        raw = _deep_merge(raw, overrides)
+        raw = merge_overrides(raw, overrides)
     try:
         return config_from_dict(ExperimentConfig, raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
 
-def _deep_merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+def merge_overrides(base: dict | None, extra: dict | None) -> dict:
+    """``extra`` deep-merged over ``base`` (nested config overrides; ``None`` counts as empty)."""
+    out = dict(base or {})
+    for k, v in (extra or {}).items():
+        out[k] = merge_overrides(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out

@@ -14,7 +14,8 @@ plain diagonal target wrong: those off-diagonal pairs are true matches. ``positi
   row-normalised positive mask, ``T_ij = P_ij / sum_j' P_ij'``, and the loss is the soft cross-entropy in both
   directions. With all-distinct labels ``P = I`` and the loss equals ``"diagonal"`` exactly.
 * ``"dedupe"``: the target stays the diagonal, but off-diagonal positives are removed from the softmax denominator
-  (they are neither pushed apart nor pulled together).
+  (they are neither pushed apart nor pulled together). With ``P = I`` it too equals ``"diagonal"`` exactly: all three
+  modes share one soft cross-entropy.
 
 ``labels=None`` makes every mode fall back to ``"diagonal"``.
 """
@@ -73,8 +74,11 @@ def contrastive_logits(
 
 
 def _soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    # mean_i [ -sum_j T_ij log softmax(S)_ij ]
-    return -(targets * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
+    # mean_i [ -sum_j T_ij log softmax(S)_ij ]. Terms with T_ij = 0 are zeroed before the product, so a -inf logit
+    # (dropped from the denominator by "dedupe") adds 0 rather than 0 * -inf = nan. Every mode goes through this one
+    # function, so with P = I all three compute the same value with the same kernels, bit for bit.
+    log_probs = F.log_softmax(logits, dim=-1).masked_fill(targets == 0, 0.0)
+    return -(targets * log_probs).sum(dim=-1).mean()
 
 
 def contrastive_loss(
@@ -118,8 +122,8 @@ def contrastive_loss(
     # "dedupe": drop off-diagonal positives from the denominator, keep the diagonal target.
     eye = torch.eye(batch, dtype=torch.bool, device=logits.device)
     masked = logits.masked_fill(mask & ~eye, float("-inf"))
-    index = torch.arange(batch, device=logits.device)
-    return 0.5 * (F.cross_entropy(masked, index) + F.cross_entropy(masked.T, index))
+    targets = eye.to(logits.dtype)
+    return 0.5 * (_soft_cross_entropy(masked, targets) + _soft_cross_entropy(masked.T, targets))
 
 
 @torch.no_grad()

@@ -38,10 +38,12 @@ def to_flmodel(message: Message, task: Task | None = None) -> FLModel:
             meta[TaskMeta.LOCAL_STEPS] = int(task.local_steps)
         if task.options:
             meta[TaskMeta.OPTIONS] = dict(task.options)
+    metrics = dict(message.metrics) or None
+    send_params = bool(params) or metrics is None  # FLARE refuses a model with neither params nor metrics
     return FLModel(
-        params_type=ParamsType.FULL if params else None,
-        params=params or None,
-        metrics=dict(message.metrics) or None,
+        params_type=ParamsType.FULL if send_params else None,
+        params=params if send_params else None,
+        metrics=metrics,
         current_round=task.round if task is not None else None,
         total_rounds=task.total_rounds if task is not None else None,
         meta=meta,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flare_vlp.config import load_config
+from flare_vlp.config import load_config, merge_overrides
 from flare_vlp.experiments.run_folder import RunFolder
 from flare_vlp.methods.client import ClientAlgo, SiteContext, resolve_device, seal_reply
 from flare_vlp.methods.messages import Message, TaskMeta
@@ -29,15 +29,6 @@ from flare_vlp.methods.strategy import ServerContext, ServerStrategy
 __all__ = ["InProcessRun", "run_in_process"]
 
 _LOG = logging.getLogger("flare_vlp.runner")
-
-
-def _merge(base: Mapping | None, extra: Mapping | None) -> dict | None:
-    out = dict(base or {})
-    for key, value in (extra or {}).items():
-        out[key] = (
-            _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
-        )
-    return out or None
 
 
 def _wire(message: Message) -> Message:
@@ -104,7 +95,7 @@ def run_in_process(
             store = (store_dir or str(Path(run_dir) / "stores" / "{site}")).replace("{site}", site)
             contexts[site] = SiteContext(
                 site=site,
-                cfg=load_config(config, _merge(config_overrides, extra.get("config_overrides"))),
+                cfg=load_config(config, merge_overrides(config_overrides, extra.get("config_overrides")) or None),
                 store=SiteStore(store, site),
                 device=resolve_device(device),
                 data_dir=str(data_dir) if data_dir is not None else None,

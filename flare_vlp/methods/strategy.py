@@ -88,6 +88,9 @@ class ServerStrategy(ABC):
         config: the method's typed config (its dataclass from the registry).
     """
 
+    verb = "combined"
+    """How the round log names what :meth:`combine` does ("averaged", "ensembled", ...)."""
+
     def __init__(self, config: Any):
         self.config = config
         self.ctx: ServerContext | None = None
@@ -165,14 +168,14 @@ class ServerStrategy(ABC):
         try:
             if len(accepted) < self.ctx.min_clients:
                 raise RoundFailedError(
-                    f"only {len(accepted)} valid repl{'y' if len(accepted) == 1 else 'ies'} "
+                    f"only {len(accepted)} valid update(s) of {len(accepted) + len(rejected)} "
                     f"(need min_clients={self.ctx.min_clients}); valid: {sorted(accepted)}; rejected: {rejected}"
                 )
             info = self.combine(task, accepted)
         except (RoundFailedError, UpdateValidationError) as e:
             self.ctx.log_event("round_failed", round=task.round, task=task.name, reason=str(e))
             raise RoundFailedError(f"round {task.round} failed: {e}") from e
-        self.ctx.logger.info(f"round {task.round} {task.name}: combined {sorted(accepted)} {info}")
+        self.ctx.logger.info(f"round {task.round} {task.name}: {self.verb} {sorted(accepted)} {info}")
         self.ctx.log_event(
             "round", round=task.round, task=task.name, sites=sorted(accepted), rejected=sorted(rejected), **info
         )

@@ -38,6 +38,8 @@ def sample_counts(replies: Mapping[str, Message]) -> dict[str, float]:
 class WeightsStrategy(ServerStrategy):
     """Global weights averaged per task with :meth:`site_weights`; one ``train`` task per round by default."""
 
+    verb = "averaged"
+
     def setup(self, params: Mapping[str, np.ndarray] | None) -> None:
         from flare_vlp.experiments.builders import build_model
 

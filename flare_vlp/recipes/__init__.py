@@ -3,6 +3,6 @@
 Above ``flare_vlp.fl`` in the layer order: ``fl`` never imports this package.
 """
 
-from flare_vlp.recipes.method_recipe import MethodRecipe, merge_overrides
+from flare_vlp.recipes.method_recipe import MethodRecipe
 
-__all__ = ["MethodRecipe", "merge_overrides"]
+__all__ = ["MethodRecipe"]

@@ -25,7 +25,7 @@ from nvflare.recipe.poc_env import PocEnv
 from nvflare.recipe.sim_env import SimEnv
 from nvflare.recipe.spec import ExecEnv, Recipe
 
-from flare_vlp.config import load_config
+from flare_vlp.config import load_config, merge_overrides
 from flare_vlp.fl.analytics import VLPAnalyticsReceiver
 from flare_vlp.fl.controller import StrategyController
 from flare_vlp.fl.executor import ClientAlgoExecutor
@@ -35,7 +35,7 @@ from flare_vlp.fl.policy import allow_flare_vlp
 from flare_vlp.methods.registry import DEFAULT_ROLE, config_values, get_method
 from flare_vlp.methods.registry import method_config as build_method_config
 
-__all__ = ["MethodRecipe", "merge_overrides"]
+__all__ = ["MethodRecipe"]
 
 
 def _abs(path: str | Path | None) -> str | None:
@@ -43,18 +43,6 @@ def _abs(path: str | Path | None) -> str | None:
     if path is None:
         return None
     return str(path) if str(path).startswith("~") else str(Path(path).resolve())
-
-
-def merge_overrides(base: Mapping | None, extra: Mapping | None) -> dict | None:
-    """``extra`` deep-merged over ``base`` (nested config overrides); ``None`` when both are empty."""
-    out = dict(base or {})
-    for key, value in (extra or {}).items():
-        out[key] = (
-            merge_overrides(out[key], value)
-            if isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
-            else value
-        )
-    return out or None
 
 
 class MethodRecipe(Recipe):
@@ -167,7 +155,7 @@ class MethodRecipe(Recipe):
                 role=role,
                 role_options=dict(extra.get("options") or {}) or None,
                 config=config,
-                config_overrides=merge_overrides(config_overrides, extra.get("config_overrides")),
+                config_overrides=merge_overrides(config_overrides, extra.get("config_overrides")) or None,
                 data_dir=_abs(data_dir),
                 manifest=_abs(manifest),
                 site_map=site_map,

@@ -1,27 +1,57 @@
-"""Controllers without a FLARE runtime (log calls captured), the tiny global model, shifted updates."""
+"""Server strategies without a FLARE runtime (log calls captured), the tiny global model, shifted updates."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
-from nvflare.apis.fl_context import FLContext
 
 from flare_vlp.config import load_config
 from flare_vlp.experiments.builders import build_model
 from flare_vlp.experiments.run_folder import RunFolder
-from flare_vlp.fl.controllers import FedAvgVLP
-from flare_vlp.fl.exchange import to_numpy
+from flare_vlp.methods.messages import Message, Task, TaskMeta
+from flare_vlp.methods.registry import get_method, method_config
+from flare_vlp.methods.strategy import ServerContext, ServerStrategy
+from flare_vlp.methods.tensors import to_numpy
 
 
-def _controller(tmp_path, cls=FedAvgVLP, **kwargs):
-    ctrl = cls(config="tiny", run_dir=str(tmp_path), **kwargs)
-    ctrl._cfg = load_config("tiny")
-    ctrl._run = RunFolder(tmp_path)
-    ctrl.fl_ctx = FLContext()
-    ctrl.logged, ctrl.panics = [], []
-    ctrl.warning = ctrl.logged.append
-    ctrl.error = ctrl.logged.append
-    ctrl.panic = ctrl.panics.append
-    return ctrl
+class ListHandler(logging.Handler):
+    """Keeps every log message (``.messages``) so a test can assert what the strategy warned about."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _strategy(tmp_path, method: str = "fedavg", *, min_clients: int = 2, overrides=None, **settings) -> ServerStrategy:
+    """A fresh strategy of ``method`` on the tiny config, logging into a run folder at ``tmp_path``."""
+    strategy = get_method(method).strategy_cls()(method_config(method, settings))
+    logger = logging.getLogger(f"test.{method}.{id(strategy)}")
+    logger.propagate = False
+    strategy.logged = ListHandler()
+    logger.addHandler(strategy.logged)
+    logger.setLevel(logging.INFO)
+    strategy.run = RunFolder(tmp_path)
+    strategy.initialize(ServerContext(load_config("tiny", overrides), 2, min_clients, strategy.run.log, logger))
+    return strategy
+
+
+def _combine(strategy: ServerStrategy, task: Task, replies: dict[str, Message]) -> dict[str, np.ndarray]:
+    """The accept / aggregate cycle the controller drives; returns the new global weights."""
+    rejected = {}
+    for site in sorted(replies):
+        reason = strategy.accept(task, site, replies[site])
+        if reason is not None:
+            rejected[site] = reason
+    strategy.aggregate(task, rejected)
+    return strategy.global_weights()
+
+
+def _reply(params: dict, n: int, **metrics) -> Message:
+    return Message(weights=params, metrics={"train_loss": 1.0, **metrics}, meta={TaskMeta.N_SAMPLES: n})
 
 
 def _global() -> dict[str, np.ndarray]:

@@ -17,8 +17,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from flare_vlp.experiments.run_folder import RunFolder
 from flare_vlp.fl.analytics import JsonlAppender, VLPAnalyticsReceiver, numeric_scalars, stream_scalars
-from flare_vlp.fl.executors import VLPExecutor
-from flare_vlp.recipes import FedAvgVLPRecipe
+from flare_vlp.fl.executor import ClientAlgoExecutor
+from flare_vlp.recipes import MethodRecipe
 
 FAST = {"train": {"bn_recalibration_batches": 1}}  # a tiny round in about a second
 
@@ -112,8 +112,10 @@ def test_numeric_scalars_keeps_plain_numbers_only():
 
 def test_streaming_without_a_flare_engine_sends_nothing():
     """An executor driven with a bare FLContext (unit tests, no FLARE runtime) trains without streaming."""
-    assert stream_scalars(VLPExecutor(), FLContext(), "round", {"train_loss": 1.0}, step=0) == 0
-    VLPExecutor().stream_metrics(FLContext(), {"train_loss": 1.0}, step=0)
+    assert stream_scalars(ClientAlgoExecutor(), FLContext(), "round", {"train_loss": 1.0}, step=0) == 0
+    executor = ClientAlgoExecutor()
+    executor._fl_ctx = FLContext()
+    executor._stream("round", {"train_loss": 1.0}, step=0)
 
 
 @pytest.mark.slow
@@ -121,8 +123,8 @@ def test_simulator_streams_both_sites_into_the_run_folder(tmp_path, tiny_data_di
     from nvflare.recipe import SimEnv
 
     run_dir = tmp_path / "run"
-    recipe = FedAvgVLPRecipe(
-        name="fedavg_vlp",
+    recipe = MethodRecipe(
+        method="fedavg",
         config="tiny",
         num_rounds=1,
         min_clients=2,

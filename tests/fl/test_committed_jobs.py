@@ -22,7 +22,7 @@ def test_committed_jobs_are_fresh(tmp_path, capsys):
     assert fresh == committed, "jobs/ is stale: run `flare-vlp jobs export --out jobs` and commit"
     assert not any("custom" in name for name in committed)
     client = json.loads(committed["fedavg_vlp/app/config/config_fed_client.json"])
-    assert client["executors"][0]["executor"]["path"] == "flare_vlp.fl.executors.vlp_executor.VLPExecutor"
+    assert client["executors"][0]["executor"]["path"] == "flare_vlp.fl.executor.ClientAlgoExecutor"
 
 
 @pytest.mark.slow

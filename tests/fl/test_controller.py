@@ -1,4 +1,5 @@
-"""The controllers' round steps without a FLARE runtime: screening, exclusion of bad updates, weights, resume."""
+"""The weights strategies' round steps without a FLARE runtime: screening, exclusion of bad updates, weights,
+resume through the persistor and the controller."""
 
 from __future__ import annotations
 
@@ -6,40 +7,48 @@ import json
 
 import numpy as np
 import pytest
-from controller_helpers import _controller, _global, _shifted
+from controller_helpers import _combine, _global, _reply, _shifted, _strategy
 from nvflare.apis.fl_context import FLContext
-from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 
 from flare_vlp.config import load_config
-from flare_vlp.fl.controllers import FedProxVLP, RoundFailedError, screen_updates
-from flare_vlp.fl.exchange import TaskMeta
-from flare_vlp.fl.persistor import VLPModelPersistor, load_checkpoint, save_checkpoint
+from flare_vlp.fl.controller import StrategyController
+from flare_vlp.fl.persistor import GlobalStatePersistor, load_checkpoint, save_checkpoint
+from flare_vlp.methods.messages import Task, TaskMeta
+from flare_vlp.methods.strategy import RoundFailedError, ServerContext
 
 
-def _result(site: str, params: dict, n: int) -> FLModel:
-    return FLModel(params=params, metrics={"train_loss": 1.0}, meta={"client_name": site, TaskMeta.N_SAMPLES: n})
+def _task(strategy, rnd=0):
+    return strategy.round_tasks(rnd)[0]
 
 
 def test_fedavg_weights_updates_by_n_k(tmp_path):
-    ctrl = _controller(tmp_path, min_clients=2)
+    ctrl = _strategy(tmp_path, min_clients=2)
     base = _global()
-    results = [_result("site-1", _shifted(base, 1.0), 30), _result("site-2", _shifted(base, -1.0), 10)]
-    new = ctrl.aggregate(0, FLModel(params_type=ParamsType.FULL, params=base), results)
+    replies = {"site-1": _reply(_shifted(base, 1.0), 30), "site-2": _reply(_shifted(base, -1.0), 10)}
+    new = _combine(ctrl, _task(ctrl), replies)
     key = "image_head.weight"
-    np.testing.assert_allclose(new.params[key], base[key] + 0.5, rtol=1e-5, atol=1e-6)
-    assert new.meta[TaskMeta.ROUND] == 0 and not ctrl.panics, ctrl.panics
+    np.testing.assert_allclose(new[key], base[key] + 0.5, rtol=1e-5, atol=1e-6)
+    assert ctrl.state() == {}
+
+
+def test_uniform_weighting_ignores_n_k(tmp_path):
+    ctrl = _strategy(tmp_path, weighting="uniform")
+    base = _global()
+    replies = {"site-1": _reply(_shifted(base, 1.0), 30), "site-2": _reply(_shifted(base, -1.0), 10)}
+    np.testing.assert_allclose(
+        _combine(ctrl, _task(ctrl), replies)["image_head.weight"], base["image_head.weight"], atol=1e-6
+    )
 
 
 def test_nan_update_is_excluded_with_a_logged_reason(tmp_path):
-    ctrl = _controller(tmp_path, min_clients=1)
+    ctrl = _strategy(tmp_path, min_clients=1)
     base = _global()
     bad = _shifted(base, 0.0)
     bad["image_head.weight"][0, 0] = np.nan
-    results = [_result("site-1", _shifted(base, 1.0), 30), _result("site-2", bad, 10)]
-    new = ctrl.aggregate(3, FLModel(params=base), results)
-    np.testing.assert_allclose(new.params["image_head.weight"], base["image_head.weight"] + 1.0, rtol=1e-5)
-    assert any("site-2" in m and "NaN" in m for m in ctrl.logged), ctrl.logged
-    ctrl._run.close()
+    new = _combine(ctrl, _task(ctrl, 3), {"site-1": _reply(_shifted(base, 1.0), 30), "site-2": _reply(bad, 10)})
+    np.testing.assert_allclose(new["image_head.weight"], base["image_head.weight"] + 1.0, rtol=1e-5)
+    assert any("site-2" in m and "NaN" in m for m in ctrl.logged.messages), ctrl.logged.messages
+    ctrl.run.close()
     events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     rejected = [e for e in events if e["event"] == "rejected"]
     assert (
@@ -48,45 +57,57 @@ def test_nan_update_is_excluded_with_a_logged_reason(tmp_path):
 
 
 def test_too_few_valid_updates_fail_the_round(tmp_path):
-    ctrl = _controller(tmp_path, min_clients=2)
+    ctrl = _strategy(tmp_path, min_clients=2)
     base = _global()
     missing = {k: v for k, v in base.items() if k != "log_scale"}
-    results = [_result("site-1", base, 30), _result("site-2", missing, 10)]
-    assert ctrl.aggregate(0, FLModel(params=base), results) is None
-    assert ctrl.panics and "min_clients=2" in ctrl.panics[0] and "site-2" in ctrl.panics[0]
-
-
-def test_screen_updates_reports_each_reason():
-    ref = {"w": np.zeros((2, 2), np.float32)}
-    valid, rejected = screen_updates({"a": {"w": np.ones((2, 2), np.float32)}, "b": {"w": np.ones(3)}}, ref, 1)
-    assert list(valid) == ["a"] and "shape" in rejected["b"]
-    with pytest.raises(RoundFailedError, match="need min_clients=2"):
-        screen_updates({"a": {"w": np.ones((2, 2), np.float32)}}, ref, 2)
+    with pytest.raises(RoundFailedError) as failed:
+        _combine(ctrl, _task(ctrl), {"site-1": _reply(base, 30), "site-2": _reply(missing, 10)})
+    assert "min_clients=2" in str(failed.value) and "site-2" in str(failed.value)
+    assert "only 1 valid update(s) of 2" in str(failed.value)
 
 
 def test_fedprox_sends_mu_and_rejects_zero(tmp_path):
-    ctrl = _controller(tmp_path, cls=FedProxVLP, mu=0.05)
-    payload = ctrl.task_payload(1, FLModel(params=_global()))
-    assert payload.meta[TaskMeta.PROX_MU] == 0.05 and payload.meta[TaskMeta.TRAINABLE_GROUPS] == ["all"]
-    with pytest.raises(ValueError, match="mu"):
-        FedProxVLP(mu=0.0)
+    ctrl = _strategy(tmp_path, "fedprox", mu=0.05)
+    task = _task(ctrl, 1)
+    assert task.options == {"prox_mu": 0.05} and task.groups == ("all",) and task.round == 1
+    with pytest.raises(ValueError, match="fl.mu"):
+        _strategy(tmp_path / "zero", "fedprox", mu=0.0)
 
 
 def test_checkpoint_round_trip_and_resume(tmp_path):
+    """A persisted round resumes after it; a fresh persistor makes the strategy build the initial model."""
     base = _global()
     path = tmp_path / "FL_global_model.pt"
     save_checkpoint(path, base, 4, "tiny")
     params, rnd = load_checkpoint(path)
     assert rnd == 4 and sorted(params) == sorted(base)
-    learnable = VLPModelPersistor(resume_from=str(path)).load_model(FLContext())
-    ctrl = _controller(tmp_path)
-    assert ctrl.first_round(FLModel(params=learnable["weights"], meta=learnable["meta"])) == 5
-    assert ctrl.first_round(FLModel(params=base, meta={})) == 0
+
+    def controller(resume_from):
+        ctrl = StrategyController(method="fedavg", config="tiny")
+        ctrl.persistor, ctrl.fl_ctx = GlobalStatePersistor(resume_from=resume_from), FLContext()
+        ctrl.strategy = ctrl._spec.strategy_cls()(ctrl._method_cfg)
+        ctrl.info = lambda *_: None
+        return ctrl
+
+    ctx = ServerContext(load_config("tiny"), 8, 2)
+    resumed = controller(str(path))
+    assert resumed._initialize(ctx) == 5
+    assert all(np.array_equal(resumed.strategy.global_weights()[k], base[k]) for k in base)
+    fresh = controller(None)
+    assert fresh._initialize(ctx) == 0
+    assert all(np.array_equal(fresh.strategy.global_weights()[k], base[k]) for k in base)  # same seed, same init
 
 
 def test_frozen_groups_are_neither_sent_nor_expected(tmp_path):
-    ctrl = _controller(tmp_path)
-    ctrl._cfg = load_config("tiny", {"model": {"frozen": ["text_encoder"]}})
-    payload = ctrl.task_payload(0, FLModel(params=_global()))
-    assert payload.params and not any(k.startswith("text_encoder.") for k in payload.params)
-    assert set(ctrl.expected_keys(["all"])) == set(payload.params)
+    ctrl = _strategy(tmp_path, overrides={"model": {"frozen": ["text_encoder"]}})
+    payload = ctrl.task_message(_task(ctrl), "site-1")
+    assert payload.weights and not any(k.startswith("text_encoder.") for k in payload.weights)
+    assert set(ctrl.expected_keys(["all"])) == set(payload.weights)
+
+
+def test_one_message_object_per_task_so_the_controller_broadcasts(tmp_path):
+    ctrl = _strategy(tmp_path)
+    task = _task(ctrl)
+    assert ctrl.task_message(task, "site-1") is ctrl.task_message(task, "site-2")
+    assert TaskMeta.N_SAMPLES not in ctrl.task_message(task, "site-1").meta
+    assert isinstance(Task().options, dict)

@@ -1,4 +1,5 @@
-"""VLPExecutor called directly with hand-built Shareables and a bare FLContext (no FLARE runtime needed)."""
+"""ClientAlgoExecutor hosting the VLP client algorithm, called directly with hand-built Shareables and a bare
+FLContext (no FLARE runtime needed); the outgoing declaration check."""
 
 from __future__ import annotations
 
@@ -15,8 +16,25 @@ from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 
 from flare_vlp.config import load_config
 from flare_vlp.experiments.builders import build_model
-from flare_vlp.fl.exchange import TaskMeta, exchanged_keys, to_numpy
-from flare_vlp.fl.executors import VLPExecutor
+from flare_vlp.fl.executor import ClientAlgoExecutor
+from flare_vlp.methods.messages import Message, TaskMeta
+from flare_vlp.methods.tensors import exchanged_keys, to_numpy
+from flare_vlp.methods.vlp import VLPClientAlgo
+
+_STORES: list = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _store_root(tmp_path_factory):
+    """A bare FLContext has no workspace: the site stores of these executors go to a temporary folder."""
+    _STORES.append(tmp_path_factory.mktemp("stores"))
+    yield
+    _STORES.pop()
+
+
+def VLPExecutor(**kwargs) -> ClientAlgoExecutor:  # noqa: N802  (reads like the component it builds)
+    return ClientAlgoExecutor(method="fedavg", store_dir=str(_STORES[-1] / "{site}"), **kwargs)
+
 
 FAST = {"train": {"bn_recalibration_batches": 1}}  # a tiny round in about a second
 
@@ -53,7 +71,7 @@ def test_train_returns_trained_groups_with_weight_and_metrics(executor):
 
 
 def test_train_sends_only_the_groups_asked_for_and_applies_prox(executor):
-    meta = {TaskMeta.TRAINABLE_GROUPS: ["image_head", "temperature"], TaskMeta.PROX_MU: 0.1}
+    meta = {TaskMeta.TRAINABLE_GROUPS: ["image_head", "temperature"], TaskMeta.OPTIONS: {"prox_mu": 0.1}}
     reply = executor.execute("train", _task(meta, rnd=1), _ctx("site-1"), Signal())
     out = FLModelUtils.from_shareable(reply)
     assert out.params and all(k.startswith("image_head.") or k == "log_scale" for k in out.params), list(out.params)
@@ -73,6 +91,10 @@ def test_abort_and_unknown_task(executor):
     aborted.trigger("test")
     assert executor.execute("train", _task(), _ctx("site-1"), aborted).get_return_code() == ReturnCode.TASK_ABORTED
     assert executor.execute("nope", _task(), _ctx("site-1"), Signal()).get_return_code() == ReturnCode.TASK_UNKNOWN
+    unknown_option = _task({TaskMeta.OPTIONS: {"mystery": 1}})
+    assert executor.execute("train", unknown_option, _ctx("site-1"), Signal()).get_return_code() == (
+        ReturnCode.EXECUTION_EXCEPTION
+    )
 
 
 def test_site_without_rows_is_an_error_reply_naming_the_site(tiny_data_dir):
@@ -80,6 +102,8 @@ def test_site_without_rows_is_an_error_reply_naming_the_site(tiny_data_dir):
     reply = ex.execute("train", _task(), _ctx("site-9"), Signal())
     assert reply.get_return_code() == ReturnCode.EXECUTION_EXCEPTION
     assert "site-9" in ex._setup_error and "no train rows" in ex._setup_error
+    with pytest.raises(ValueError, match="no site role 'nope'"):
+        ClientAlgoExecutor(method="fedavg", role="nope")
 
 
 def test_site_map_routes_a_flare_name_to_a_data_site(tiny_data_dir):
@@ -103,11 +127,11 @@ def test_frozen_text_tower_is_not_sent_back(tiny_data_dir):
 
 
 def test_feddra_stage1_task_sends_deep_groups_with_anchor_and_global_loss(executor):
-    meta = {TaskMeta.TRAINABLE_GROUPS: ["deep"], TaskMeta.LOCAL_STEPS: 2, TaskMeta.ANCHOR_WEIGHT: 1.0}
+    meta = {TaskMeta.TRAINABLE_GROUPS: ["deep"], TaskMeta.LOCAL_STEPS: 2, TaskMeta.OPTIONS: {"anchor_weight": 1.0}}
     reply = executor.execute("train_deep", _task(meta), _ctx("site-1"), Signal())
     assert reply.get_return_code() == ReturnCode.OK
     out = FLModelUtils.from_shareable(reply)
-    deep = exchanged_keys(executor._site.model, ["deep"])
+    deep = exchanged_keys(executor.algo.data.model, ["deep"])
     assert sorted(out.params) == sorted(deep) and out.meta[TaskMeta.TRAINABLE_GROUPS] == ["deep"]
     assert out.metrics["steps"] == 2 and out.metrics["anchor"] >= 0
     assert math.isfinite(out.metrics["global_val_loss"]) and math.isfinite(out.metrics["val_loss"])
@@ -115,9 +139,46 @@ def test_feddra_stage1_task_sends_deep_groups_with_anchor_and_global_loss(execut
 
 def test_lr_schedule_spans_the_run_not_the_round(executor, tiny_data_dir):
     """Round r of R with S steps is window (r * S, R * S) of one schedule; ``federated_schedule: round`` restarts it."""
-    task = FLModelUtils.from_shareable(_task(rnd=1))  # total_rounds 2
-    assert executor.schedule_window(task, 3) == (3, 6)
+    from flare_vlp.fl.exchange import task_from_flmodel
+
+    task = task_from_flmodel("train", FLModelUtils.from_shareable(_task(rnd=1)))  # total_rounds 2
+    assert executor.algo.schedule_window(task, 3) == (3, 6)
     overrides = {"train": {**FAST["train"], "federated_schedule": "round"}}
     per_round = VLPExecutor(config="tiny", data_dir=str(tiny_data_dir), local_steps=1, config_overrides=overrides)
     assert per_round.execute("train", _task(rnd=1), _ctx("site-1"), Signal()).get_return_code() == ReturnCode.OK
-    assert per_round.schedule_window(task, 3) is None
+    assert per_round.algo.schedule_window(task, 3) is None
+
+
+class LeakyVLP(VLPClientAlgo):
+    """A VLP site that also puts a tensor it does not declare shareable (a 'personal head') into its reply."""
+
+    def train(self, task, message, should_abort):
+        reply = super().train(task, message, should_abort)
+        reply.weights["personal_head.weight"] = np.zeros((2, 2), np.float32)
+        return reply
+
+
+class RawDataVLP(VLPClientAlgo):
+    """A VLP site that smuggles raw pixels out through meta."""
+
+    def train(self, task, message, should_abort):
+        reply = super().train(task, message, should_abort)
+        reply.meta["pixels"] = np.ones(4)
+        return reply
+
+
+@pytest.mark.parametrize(("algo", "says"), [(LeakyVLP, "personal_head.weight"), (RawDataVLP, "meta['pixels']")])
+def test_undeclared_tensor_never_leaves_the_site(tiny_data_dir, algo, says, monkeypatch):
+    """The executor checks the reply against the algorithm's declaration: an error reply, nothing sent."""
+    ex = VLPExecutor(config="tiny", data_dir=str(tiny_data_dir), local_steps=1, config_overrides=FAST, num_threads=1)
+    spec = ex.algo  # None until set-up: swap the role's class for the leaky one
+    assert spec is None
+    from flare_vlp.methods.registry import MethodSpec
+
+    monkeypatch.setattr(MethodSpec, "client_cls", lambda self, role="default": algo)
+    errors = []
+    monkeypatch.setattr(ex, "log_error", lambda ctx, msg: errors.append(msg))
+    reply = ex.execute("train", _task(), _ctx("site-1"), Signal())
+    assert reply.get_return_code() == ReturnCode.EXECUTION_EXCEPTION
+    assert "reply NOT sent" in errors[-1] and says in errors[-1], errors
+    assert isinstance(Message().meta, dict)

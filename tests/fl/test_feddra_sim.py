@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from flare_vlp.fl.job_export import allow_flare_vlp, export_jobs
 from flare_vlp.fl.persistor import MODEL_FILE, read_checkpoint
-from flare_vlp.recipes import FedDRAVLPRecipe
+from flare_vlp.fl.policy import allow_flare_vlp
+from flare_vlp.recipes import MethodRecipe
+from flare_vlp.recipes.export import export_jobs
 
 FAST = {"train": {"bn_recalibration_batches": 1}}
 SITE_ARGS = {"num_threads": 1, "config_overrides": FAST}
@@ -26,10 +27,10 @@ def _events(run_dir: Path) -> list[dict]:
 def _run(tmp_path, tiny_data_dir, name, num_rounds, resume_from=None):
     from nvflare.recipe import SimEnv
 
-    recipe = FedDRAVLPRecipe(
-        name="feddra_vlp", config="tiny", num_rounds=num_rounds, min_clients=2, data_dir=tiny_data_dir,
-        run_dir=tmp_path / name, rho=0.05, eta=2.0, stage1_steps=1, stage2_steps=2, resume_from=resume_from,
-        **SITE_ARGS,
+    recipe = MethodRecipe(
+        method="feddra", config="tiny", num_rounds=num_rounds, min_clients=2, data_dir=tiny_data_dir,
+        run_dir=tmp_path / name, resume_from=resume_from,
+        method_config={"rho": 0.05, "eta": 2.0, "stage1_steps": 1, "stage2_steps": 2}, **SITE_ARGS,
     )  # fmt: skip
     result = recipe.run(SimEnv(num_clients=2, workspace_root=str(tmp_path / f"ws-{name}"))).get_result()
     return Path(result) / "server" / "simulate_job" / "app_server" / MODEL_FILE

@@ -13,20 +13,17 @@ import pytest
 
 from flare_vlp.config import ConfigError, load_config
 from flare_vlp.experiments.builders import build_model
-from flare_vlp.fl.job_export import allow_flare_vlp, export_jobs
 from flare_vlp.fl.persistor import MODEL_FILE, load_checkpoint
-from flare_vlp.recipes import FedAvgVLPRecipe, FedProxVLPRecipe
+from flare_vlp.fl.policy import allow_flare_vlp
+from flare_vlp.recipes import MethodRecipe
+from flare_vlp.recipes.export import export_jobs
 
 FAST = {"train": {"bn_recalibration_batches": 1}}  # a tiny round in about a second
 SITE_ARGS = {"local_steps": 2, "num_threads": 1, "config_overrides": FAST}
 
 
-CONTROLLERS = {
-    "fedavg": "flare_vlp.fl.controllers.fedavg.FedAvgVLP",
-    "fedprox": "flare_vlp.fl.controllers.fedavg.FedProxVLP",
-    "fedaid": "flare_vlp.fl.controllers.feddra.FedDRAVLP",
-    "feddra": "flare_vlp.fl.controllers.feddra.FedDRAVLP",
-}
+CONTROLLER = "flare_vlp.fl.controller.StrategyController"
+EXECUTOR = "flare_vlp.fl.executor.ClientAlgoExecutor"
 
 
 def _read(path: Path) -> dict:
@@ -34,31 +31,43 @@ def _read(path: Path) -> dict:
 
 
 def test_export_names_flare_vlp_classes_and_ships_no_code(tmp_path, tiny_data_dir):
-    paths = export_jobs(tmp_path / "jobs", config="tiny", data_dir=tiny_data_dir, num_rounds=3, n_clients=2, mu=0.1)
+    paths = export_jobs(
+        tmp_path / "jobs", config="tiny", data_dir=tiny_data_dir, num_rounds=3, n_clients=2,
+        method_configs={"fedprox": {"mu": 0.1}},
+    )  # fmt: skip
+    assert sorted(paths) == ["fedaid", "fedavg", "feddra", "fedprox"]
     for method, job in paths.items():
         assert _read(job / "meta.json")["min_clients"] == 2
         server = _read(job / "app" / "config" / "config_fed_server.json")
         client = _read(job / "app" / "config" / "config_fed_client.json")
         workflow = server["workflows"][0]
-        assert workflow["path"] == CONTROLLERS[method]
+        assert workflow["path"] == CONTROLLER and workflow["args"]["method"] == method
         assert workflow["args"]["num_rounds"] == 3
-        assert server["components"][0]["path"] == "flare_vlp.fl.persistor.VLPModelPersistor"
-        assert client["executors"][0]["executor"]["path"] == "flare_vlp.fl.executors.vlp_executor.VLPExecutor"
-        assert client["executors"][0]["executor"]["args"]["data_dir"] == str(tiny_data_dir.resolve())
+        assert server["components"][0]["path"] == "flare_vlp.fl.persistor.GlobalStatePersistor"
+        executor = client["executors"][0]["executor"]
+        assert executor["path"] == EXECUTOR and executor["args"]["method"] == method
+        assert executor["args"]["data_dir"] == str(tiny_data_dir.resolve())
         assert not list(job.rglob("custom")), "the installed flare_vlp must be used, not a copy under custom/"
-    assert _read(paths["fedprox"] / "app" / "config" / "config_fed_server.json")["workflows"][0]["args"]["mu"] == 0.1
-    feddra = _read(paths["feddra"] / "app" / "config" / "config_fed_server.json")["workflows"][0]["args"]
-    fedaid = _read(paths["fedaid"] / "app" / "config" / "config_fed_server.json")["workflows"][0]["args"]
-    assert feddra.get("two_stage", True) is True and fedaid["two_stage"] is False  # export omits default args
+    args = {m: _read(p / "app" / "config" / "config_fed_server.json")["workflows"][0]["args"] for m, p in paths.items()}
+    assert args["fedprox"]["method_config"]["mu"] == 0.1
+    assert "stage1_steps" in args["feddra"]["method_config"] and "stage1_steps" not in args["fedaid"]["method_config"]
 
 
 def test_recipes_fail_at_construction():
     with pytest.raises(ValueError, match="data_dir"):
-        FedAvgVLPRecipe(config="tiny")
-    with pytest.raises(ValueError, match="mu > 0"):
-        FedProxVLPRecipe(config="tiny", data_dir="x", mu=0)
+        MethodRecipe(method="fedavg", config="tiny")
+    with pytest.raises(ValueError, match="fl.mu"):
+        MethodRecipe(method="fedprox", config="tiny", data_dir="x", method_config={"mu": 0})
     with pytest.raises(ConfigError, match="no config file or preset"):
-        FedAvgVLPRecipe(config="tiyn", data_dir="x")
+        MethodRecipe(method="fedavg", config="tiyn", data_dir="x")
+    with pytest.raises(ValueError, match="did you mean 'feddra'"):
+        MethodRecipe(method="fedrda", data_dir="x")
+    with pytest.raises(ConfigError, match="fl.rhoo"):
+        MethodRecipe(method="feddra", data_dir="x", method_config={"rhoo": 1})
+    with pytest.raises(ValueError, match="give `roles`"):
+        MethodRecipe(method="repr_consensus", data_dir="x")
+    with pytest.raises(ValueError, match="no site role 'text'"):
+        MethodRecipe(method="repr_consensus", data_dir="x", roles={"site-1": "text"})
 
 
 def test_allow_list_keeps_the_defaults_and_adds_flare_vlp(tmp_path):
@@ -74,8 +83,8 @@ def test_fedavg_recipe_runs_in_simenv(tmp_path, tiny_data_dir):
     from nvflare.recipe import SimEnv
 
     run_dir = tmp_path / "run"
-    recipe = FedAvgVLPRecipe(
-        name="fedavg_vlp",
+    recipe = MethodRecipe(
+        method="fedavg",
         config="tiny",
         num_rounds=2,
         min_clients=2,

@@ -20,7 +20,7 @@ import yaml
 
 from flare_vlp.fl.poc import make_poc_env, poc_admin_kit, poc_pids, prepare_poc_env, stop_poc
 from flare_vlp.fl.provision import BUILDER_PATH, write_poc_project
-from flare_vlp.fl.run import run_federated
+from flare_vlp.recipes.run import run_federated
 
 FAST = {"train": {"bn_recalibration_batches": 1}}  # as tests/fl/conftest.py: a tiny round in about a second
 CLIENTS = ["site-1", "site-2"]

@@ -26,10 +26,10 @@ from stalling_executor import STALL_MESSAGE, StallingExecutor
 
 from flare_vlp.config import load_config
 from flare_vlp.experiments.builders import build_model
-from flare_vlp.fl.controllers import FedAvgVLP
-from flare_vlp.fl.executors import VLPExecutor
-from flare_vlp.fl.job_export import allow_flare_vlp
-from flare_vlp.fl.persistor import MODEL_FILE, VLPModelPersistor, load_checkpoint
+from flare_vlp.fl.controller import StrategyController
+from flare_vlp.fl.executor import ClientAlgoExecutor
+from flare_vlp.fl.persistor import MODEL_FILE, GlobalStatePersistor, load_checkpoint
+from flare_vlp.fl.policy import allow_flare_vlp
 
 pytestmark = pytest.mark.slow
 
@@ -43,17 +43,18 @@ HELPER_MODULE = StallingExecutor.__module__
 
 
 def _job(data_dir: Path, run_dir: Path) -> FedJob:
-    """FedAvg: site-1 on VLPExecutor, site-2/site-3 (site-1's data) on the stalling executor."""
+    """FedAvg: site-1 on ClientAlgoExecutor, site-2/site-3 (site-1's data) on the stalling executor."""
     job = FedJob(name="timeout_vlp", min_clients=2)
     job.set_app_packages(["flare_vlp", HELPER_MODULE])  # installed / on PYTHONPATH: nothing copied to custom/
-    job.to_server(VLPModelPersistor("tiny", FAST), id="persistor")
+    job.to_server(GlobalStatePersistor("tiny"), id="persistor")
     job.to_server(
-        FedAvgVLP(
-            config="tiny", num_rounds=2, min_clients=2, timeout=TIMEOUT_S, run_dir=str(run_dir), config_overrides=FAST
+        StrategyController(
+            method="fedavg", config="tiny", num_rounds=2, min_clients=2, timeout=TIMEOUT_S, run_dir=str(run_dir),
+            config_overrides=FAST,
         )
-    )
-    site_args = {"config": "tiny", "data_dir": str(data_dir), "local_steps": 2, "num_threads": 1}
-    job.to(VLPExecutor(config_overrides=FAST, **site_args), "site-1")
+    )  # fmt: skip
+    site_args = {"method": "fedavg", "config": "tiny", "data_dir": str(data_dir), "local_steps": 2, "num_threads": 1}
+    job.to(ClientAlgoExecutor(config_overrides=FAST, **site_args), "site-1")
     for site, first in STALL_FROM.items():
         stalling = StallingExecutor(
             config_overrides=FAST, site_map={site: "site-1"}, stall_from_round=first, **site_args

@@ -121,7 +121,7 @@ class ReprConsensusClient(ClientAlgo):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                last = float(loss)
+                last = float(loss.detach())
         return last
 
     @torch.no_grad()

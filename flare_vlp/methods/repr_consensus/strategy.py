@@ -1,7 +1,7 @@
 """The representation-consensus server: per public sample and modality, the mean of the sites' representations.
 
-Each round the server draws ``public_per_round`` public ids (seeded by the experiment seed and the round), sends
-them with the current consensus of those ids (none before the first round), checks each reply's representations
+The server draws ``public_samples`` public ids once (seeded by the experiment seed), sends them every round with the
+current consensus of those ids (none before the first round), checks each reply's representations
 (the ids asked, in order; dimension ``model.embed_dim``; finite) and averages every modality over the sites that
 sent it. A modality no site sent this round keeps its previous consensus. The server keeps no model weights: its
 state is the consensus bank, persisted with the round and restored on resume.
@@ -30,6 +30,8 @@ class ReprConsensusStrategy(ServerStrategy):
         config: :class:`~flare_vlp.methods.repr_consensus.config.ReprConsensusConfig`.
     """
 
+    verb = "averaged the representations of"
+
     def setup(self, params) -> None:
         self._bank: dict[str, dict[str, np.ndarray]] = {m: {} for m in MODALITIES}  # modality -> id -> vector
         self._ids = self.ctx.public_ids()  # the sites read the same public split
@@ -40,9 +42,11 @@ class ReprConsensusStrategy(ServerStrategy):
         return [Task(TaskName.TRAIN, rnd, self.ctx.num_rounds, options=options)]
 
     def _round_ids(self, rnd: int) -> list[str]:
-        n = self.config.public_per_round or len(self._ids)
-        rng = np.random.default_rng([self.ctx.cfg.seed, rnd])
-        picked = rng.choice(len(self._ids), size=min(n, len(self._ids)), replace=False)
+        """The exchanged public ids: one seeded draw, the same every round."""
+        n = self.config.public_samples or len(self._ids)
+        picked = np.random.default_rng(self.ctx.cfg.seed).choice(
+            len(self._ids), size=min(n, len(self._ids)), replace=False
+        )
         return [self._ids[i] for i in sorted(picked)]
 
     def task_message(self, task: Task, site: str) -> Message:

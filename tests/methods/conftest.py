@@ -1,0 +1,16 @@
+"""Fixtures of the platform tests: a tiny SynthCXR with a public split (for the representation method)."""
+
+from __future__ import annotations
+
+import pytest
+from method_helpers import PUBLIC
+
+
+@pytest.fixture(scope="session")
+def public_data_dir(tmp_path_factory):
+    from flare_vlp.config import load_config
+    from flare_vlp.experiments.builders import prepare_manifest
+
+    data_dir = tmp_path_factory.mktemp("public") / "synthcxr"
+    prepare_manifest(load_config("tiny", PUBLIC), data_dir)
+    return data_dir
