@@ -22,7 +22,7 @@ def _flag_type(tp: Any) -> tuple[Any, dict]:
     """argparse ``type`` and extra kwargs (choices, nargs) for a config field type."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     if typing.get_origin(tp) is Literal:
-        return str, {"choices": list(typing.get_args(tp))}
+        return str, {"choices": list(typing.get_args(tp)), "metavar": None}
     if args and typing.get_origin(tp) is not Literal and len(args) == 1 and tp not in (list, dict):
         return _flag_type(args[0])
     if tp is list or typing.get_origin(tp) is list:
@@ -57,7 +57,7 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
             type=flag_type,
             default=None,
             help=f"{help_text} [{', '.join(methods)}]",
-            **extra,
+            **{"metavar": field_name.upper(), **extra},
         )
 
 

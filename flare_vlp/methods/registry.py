@@ -48,9 +48,9 @@ def setting(default: Any, help: str) -> Any:
 
 
 def check(cond: bool, key: str, message: str) -> None:
-    """Raise ``ConfigError("`fl.<key>` <message>")`` unless ``cond``."""
+    """Raise ``ConfigError("`<key>` <message>")`` unless ``cond`` (:func:`method_config` adds the section path)."""
     if not cond:
-        raise ConfigError(f"`fl.{key}` {message}")
+        raise ConfigError(f"`{key}` {message}")
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,14 @@ def method_names() -> list[str]:
 def method_config(name: str, values: Mapping[str, Any] | None = None, prefix: str = "fl.") -> Any:
     """Method ``name``'s config from plain ``values`` (unknown keys and wrong types named as ``fl.<key>``)."""
     spec = get_method(name)
-    return config_from_dict(spec.config_cls, dict(values or {}), prefix=prefix)
+    try:
+        return config_from_dict(spec.config_cls, dict(values or {}), prefix=prefix)
+    except ConfigError as e:  # a __post_init__ check names the bare field: give it its section path
+        text = str(e)
+        for f in dataclasses.fields(spec.config_cls):
+            if text.startswith(f"`{f.name}`"):
+                raise ConfigError(f"`{prefix}{f.name}`{text[len(f.name) + 2 :]}") from None
+        raise
 
 
 def config_values(cfg: Any) -> dict[str, Any]:
