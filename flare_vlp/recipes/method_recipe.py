@@ -26,6 +26,7 @@ from nvflare.recipe.sim_env import SimEnv
 from nvflare.recipe.spec import ExecEnv, Recipe
 
 from flare_vlp.config import load_config, merge_overrides
+from flare_vlp.experiments.builders import validate_config
 from flare_vlp.fl.analytics import VLPAnalyticsReceiver
 from flare_vlp.fl.controller import StrategyController
 from flare_vlp.fl.executor import ClientAlgoExecutor
@@ -108,7 +109,7 @@ class MethodRecipe(Recipe):
             )
         if Path(config).suffix:
             config = _abs(config)
-        cfg = load_config(config, config_overrides)
+        cfg = validate_config(load_config(config, config_overrides))  # a bad data.synth key fails here too
         if data_dir is None and manifest is None and cfg.data.manifest is None:
             raise ValueError(f"{method} recipe: give `data_dir` (SynthCXR) or `manifest`")
         roles = dict(roles or {})
@@ -121,7 +122,7 @@ class MethodRecipe(Recipe):
             unknown = sorted(set(extra) - {"config_overrides", "options"})
             if unknown:
                 raise ValueError(f"role_settings[{role!r}]: unknown keys {unknown} (config_overrides, options)")
-            load_config(config, merge_overrides(config_overrides, extra.get("config_overrides")))
+            validate_config(load_config(config, merge_overrides(config_overrides, extra.get("config_overrides"))))
         per_site = list(sites or []) or sorted(roles) or (sorted(device) if isinstance(device, Mapping) else [])
         for label, named in (("roles", roles), ("device", device if isinstance(device, Mapping) else {})):
             unknown = sorted(set(named) - set(per_site))
