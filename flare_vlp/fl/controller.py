@@ -54,7 +54,7 @@ class StrategyController(ModelController):
 
     def __init__(
         self,
-        method: str = "fedavg",
+        method: str,
         method_config: dict | None = None,
         config: str = "tiny",
         num_rounds: int = 2,

@@ -60,7 +60,7 @@ class ClientAlgoExecutor(Executor):
 
     def __init__(
         self,
-        method: str = "fedavg",
+        method: str,
         role: str = DEFAULT_ROLE,
         role_options: dict | None = None,
         config: str = "tiny",

@@ -112,8 +112,8 @@ def test_numeric_scalars_keeps_plain_numbers_only():
 
 def test_streaming_without_a_flare_engine_sends_nothing():
     """An executor driven with a bare FLContext (unit tests, no FLARE runtime) trains without streaming."""
-    assert stream_scalars(ClientAlgoExecutor(), FLContext(), "round", {"train_loss": 1.0}, step=0) == 0
-    executor = ClientAlgoExecutor()
+    assert stream_scalars(ClientAlgoExecutor("fedavg"), FLContext(), "round", {"train_loss": 1.0}, step=0) == 0
+    executor = ClientAlgoExecutor("fedavg")
     executor._fl_ctx = FLContext()
     executor._stream("round", {"train_loss": 1.0}, step=0)
 
