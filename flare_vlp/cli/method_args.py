@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from typing import Any, Literal
 
@@ -19,12 +20,11 @@ __all__ = ["add_method_arguments", "given_method_arguments", "fl_settings"]
 
 
 def _flag_type(tp: Any) -> tuple[Any, dict]:
-    """argparse ``type`` and extra kwargs (choices, nargs) for a config field type."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    """argparse ``type`` and extra kwargs (choices, nargs) for a config field type (``X | None`` as ``X``)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
     if typing.get_origin(tp) is Literal:
         return str, {"choices": list(typing.get_args(tp)), "metavar": None}
-    if args and typing.get_origin(tp) is not Literal and len(args) == 1 and tp not in (list, dict):
-        return _flag_type(args[0])
     if tp is list or typing.get_origin(tp) is list:
         return str, {"nargs": "+"}
     if tp in (int, float, str):

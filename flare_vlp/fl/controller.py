@@ -137,11 +137,17 @@ class StrategyController(ModelController):
 
     def _run_task(self, task: Task, sites: list[str], run: RunFolder) -> bool:
         """Send ``task``, hand the replies to the strategy, combine; ``False`` (after a panic) if the task failed."""
-        replies = self._send(task, sites)
-        self._log_site_results(task, replies, sites, run)
+        replies = {site: from_flmodel(result) for site, result in self._send(task, sites).items()}
+        for site in sorted(set(sites) - set(replies)):
+            self.warning(
+                f"round {task.round} {task.name}: no result from {site} (task error, abort or timeout; see its log)"
+            )
+            run.log("no_result", round=task.round, task=task.name, site=site)
         rejected = {}
         for site in sorted(replies):
-            reason = self.strategy.accept(task, site, from_flmodel(replies[site]))
+            self.info(f"round {task.round} {task.name} site {site}: {replies[site].metrics}")
+            self.strategy.log_reply(task, site, replies[site])
+            reason = self.strategy.accept(task, site, replies[site])
             if reason is not None:
                 rejected[site] = reason
         try:
@@ -181,18 +187,6 @@ class StrategyController(ModelController):
         while self.get_num_standing_tasks() and not self.abort_signal.triggered:
             time.sleep(0.2)
         return received
-
-    def _log_site_results(self, task: Task, replies: dict[str, FLModel], sites: list[str], run: RunFolder) -> None:
-        """Per-site metrics to FLARE's log and metrics.jsonl; sites that sent no usable result are logged too."""
-        rnd = task.round
-        for site in sorted(set(sites) - set(replies)):
-            self.warning(f"round {rnd} {task.name}: no result from {site} (task error, abort or timeout; see its log)")
-            run.log("no_result", round=rnd, task=task.name, site=site)
-        for site, r in replies.items():
-            meta = r.meta or {}
-            extra = {k: meta[k] for k in (TaskMeta.N_SAMPLES, TaskMeta.SITE, TaskMeta.ROLE) if k in meta}
-            self.info(f"round {rnd} {task.name} site {site}: {r.metrics}")
-            run.log("site", round=rnd, task=task.name, site=site, **(r.metrics or {}), **extra)
 
     def _global_model(self, rnd: int) -> FLModel:
         return FLModel(

@@ -21,11 +21,10 @@ from nvflare.apis.shareable import Shareable, make_reply
 from nvflare.apis.signal import Signal
 from nvflare.app_common.utils.fl_model_utils import FLModelUtils
 
-from flare_vlp.config import load_config
 from flare_vlp.fl.analytics import stream_scalars
 from flare_vlp.fl.exchange import from_flmodel, task_from_flmodel, to_flmodel
-from flare_vlp.methods.client import ClientAlgo, SiteContext, resolve_device, seal_reply
-from flare_vlp.methods.messages import Message, TaskName
+from flare_vlp.methods.client import ClientAlgo, SiteContext, seal_reply, start_site
+from flare_vlp.methods.messages import Message, Task, TaskName
 from flare_vlp.methods.payload import DisclosureError
 from flare_vlp.methods.registry import DEFAULT_ROLE, get_method
 from flare_vlp.methods.site_store import SiteStore
@@ -120,21 +119,22 @@ class ClientAlgoExecutor(Executor):
                 import torch
 
                 torch.set_num_threads(self._num_threads)
-            site = SiteContext(
+            site, algo = start_site(
+                self._method,
+                self._role,
+                self._role_options,
                 site=name,
-                cfg=load_config(self._config, self._config_overrides),
+                config=self._config,
+                config_overrides=self._config_overrides,
                 store=SiteStore(self.store_root(fl_ctx, name), name),
-                device=resolve_device(self._device),
+                device=self._device,
                 data_dir=self._data_dir,
                 manifest=self._manifest,
                 site_map=self._site_map,
                 local_steps=self._local_steps,
-                role=self._role,
                 logger=self.logger,
                 stream=self._stream,
             )
-            algo = get_method(self._method).client_cls(self._role)(**(self._role_options or {}))
-            algo.initialize(site)
         except Exception as e:  # reported to the server as a task error, never a crashed client
             self._setup_error = f"site {name!r}: cannot set up the {self._method} {self._role!r} role: {e}"
             self.log_error(fl_ctx, self._setup_error)
@@ -157,7 +157,7 @@ class ClientAlgoExecutor(Executor):
         self._fl_ctx = fl_ctx
         try:
             model_in = FLModelUtils.from_shareable(shareable) if task_name != TaskName.SUBMIT else None
-            task = task_from_flmodel(task_name, model_in) if model_in is not None else None
+            task = task_from_flmodel(task_name, model_in) if model_in is not None else Task(task_name)
             message = from_flmodel(model_in) if model_in is not None else Message()
             if task_name == TaskName.VALIDATE:
                 reply = self.algo.evaluate(task, message)
@@ -175,7 +175,7 @@ class ClientAlgoExecutor(Executor):
             self.log_exception(fl_ctx, f"site {site!r}: task {task_name!r} failed: {e}")
             return make_reply(ReturnCode.EXECUTION_EXCEPTION)
         out = to_flmodel(reply)
-        out.current_round = task.round if task is not None else None
+        out.current_round = task.round if model_in is not None else None
         return FLModelUtils.to_shareable(out)
 
     # -- live metrics (FLARE analytics events; see flare_vlp.fl.analytics) ---------------------------------------

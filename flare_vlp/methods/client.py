@@ -19,7 +19,7 @@ from flare_vlp.methods.messages import Message, Task, TaskMeta
 from flare_vlp.methods.payload import Declaration, check_outgoing
 from flare_vlp.methods.site_store import SiteStore
 
-__all__ = ["ClientAlgo", "SiteContext", "resolve_device", "seal_reply"]
+__all__ = ["ClientAlgo", "SiteContext", "resolve_device", "seal_reply", "start_site"]
 
 ShouldAbort = Callable[[], bool]
 Streamer = Callable[[str, Mapping[str, Any], int], None]
@@ -119,3 +119,39 @@ def seal_reply(site: SiteContext, declaration: Declaration, reply: Message, rece
     check_outgoing(site.site, declaration, reply, public)
     reply.meta.setdefault(TaskMeta.ROLE, site.role)
     return reply
+
+
+def start_site(
+    method: str,
+    role: str,
+    role_options: Mapping[str, Any] | None,
+    *,
+    site: str,
+    config: str,
+    config_overrides: dict | None,
+    store: SiteStore,
+    device: str = "cpu",
+    **context: Any,
+) -> tuple[SiteContext, ClientAlgo]:
+    """Build one site (its config, resolved device, store and the role's client algorithm) and initialize it: the
+    one way a site starts, at a FLARE site and in the in-process runner alike.
+
+    Args:
+        method / role / role_options: the registered method, the site's role and its algorithm's options.
+        site / config / config_overrides / store / device: as :class:`SiteContext` (``config`` loaded here).
+        context: the remaining :class:`SiteContext` fields (data source, ``local_steps``, ``logger``, ``stream``).
+    """
+    from flare_vlp.config import load_config
+    from flare_vlp.methods.registry import get_method
+
+    ctx = SiteContext(
+        site=site,
+        cfg=load_config(config, config_overrides),
+        store=store,
+        device=resolve_device(device),
+        role=role,
+        **context,
+    )
+    algo = get_method(method).client_cls(role)(**dict(role_options or {}))
+    algo.initialize(ctx)
+    return ctx, algo

@@ -83,10 +83,6 @@ class Representations:
     ids: list[str]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
-    @property
-    def modalities(self) -> list[str]:
-        return sorted(self.arrays)
-
 
 @dataclass
 class Message:
@@ -112,13 +108,6 @@ class Message:
             kinds.add(PayloadKind.METRICS)
         return kinds
 
-    def nbytes(self) -> int:
-        """Bytes of array payload (weights, adapters, representations): the traffic a benchmark reports."""
-        arrays = [*self.weights.values(), *self.adapters.values()]
-        if self.representations is not None:
-            arrays += list(self.representations.arrays.values())
-        return int(sum(np.asarray(a).nbytes for a in arrays))
-
 
 @dataclass(frozen=True)
 class Task:
@@ -141,7 +130,3 @@ class Task:
     local_steps: int | None = None
     index: int = 0
     options: Mapping[str, Any] = field(default_factory=dict)
-
-    def at_round(self, rnd: int, total_rounds: int | None) -> Task:
-        """This task placed in round ``rnd`` of ``total_rounds``."""
-        return Task(self.name, rnd, total_rounds, self.groups, self.local_steps, self.index, dict(self.options))

@@ -20,8 +20,8 @@ import numpy as np
 
 from flare_vlp.config import load_config, merge_overrides
 from flare_vlp.experiments.run_folder import RunFolder
-from flare_vlp.methods.client import ClientAlgo, SiteContext, resolve_device, seal_reply
-from flare_vlp.methods.messages import Message, TaskMeta
+from flare_vlp.methods.client import ClientAlgo, SiteContext, seal_reply, start_site
+from flare_vlp.methods.messages import Message
 from flare_vlp.methods.registry import DEFAULT_ROLE, config_values, get_method, method_config
 from flare_vlp.methods.site_store import SiteStore
 from flare_vlp.methods.strategy import ServerContext, ServerStrategy
@@ -93,20 +93,21 @@ def run_in_process(
             role = (roles or {}).get(site, DEFAULT_ROLE)
             extra = (role_settings or {}).get(role, {})
             store = (store_dir or str(Path(run_dir) / "stores" / "{site}")).replace("{site}", site)
-            contexts[site] = SiteContext(
+            contexts[site], algos[site] = start_site(
+                method,
+                role,
+                extra.get("options"),
                 site=site,
-                cfg=load_config(config, merge_overrides(config_overrides, extra.get("config_overrides")) or None),
+                config=config,
+                config_overrides=merge_overrides(config_overrides, extra.get("config_overrides")) or None,
                 store=SiteStore(store, site),
-                device=resolve_device(device),
-                data_dir=str(data_dir) if data_dir is not None else None,
-                manifest=str(manifest) if manifest is not None else None,
+                device=device,
+                data_dir=data[0],
+                manifest=data[1],
                 site_map=site_map,
                 local_steps=local_steps,
-                role=role,
                 logger=logging.getLogger(f"flare_vlp.site.{site}"),
             )
-            algos[site] = spec.client_cls(role)(**dict(extra.get("options") or {}))
-            algos[site].initialize(contexts[site])
         for rnd in range(num_rounds):
             for task in strategy.round_tasks(rnd):
                 rejected = {}
@@ -114,10 +115,7 @@ def run_in_process(
                     received = _wire(strategy.task_message(task, site))
                     reply = algos[site].train(task, received, should_abort=lambda: False)
                     reply = _wire(seal_reply(contexts[site], algos[site].declaration(), reply, received))
-                    extra = {
-                        k: reply.meta[k] for k in (TaskMeta.N_SAMPLES, TaskMeta.SITE, TaskMeta.ROLE) if k in reply.meta
-                    }
-                    run.log("site", round=rnd, task=task.name, site=site, **reply.metrics, **extra)
+                    strategy.log_reply(task, site, reply)
                     reason = strategy.accept(task, site, reply)
                     if reason is not None:
                         rejected[site] = reason

@@ -21,7 +21,8 @@ import numpy as np
 
 from flare_vlp.algorithms.aggregate import UpdateValidationError
 from flare_vlp.config import ExperimentConfig
-from flare_vlp.methods.messages import Message, Task
+from flare_vlp.methods.messages import Message, Task, TaskMeta
+from flare_vlp.methods.payload import validate_metrics
 
 __all__ = ["RoundFailedError", "RoundResult", "ServerContext", "ServerStrategy"]
 
@@ -81,8 +82,9 @@ class RoundResult:
 class ServerStrategy(ABC):
     """Base of every server strategy.
 
-    Subclasses implement :meth:`setup`, :meth:`round_tasks`, :meth:`task_message`, :meth:`check_reply`,
-    :meth:`combine` and :meth:`global_weights`; they may extend :meth:`state` / :meth:`restore`.
+    Subclasses implement :meth:`setup`, :meth:`round_tasks`, :meth:`global_message`, :meth:`check_reply`,
+    :meth:`combine` and :meth:`global_weights`; they may extend :meth:`state` / :meth:`restore`, and override
+    :meth:`task_message` when sites get different messages.
 
     Args:
         config: the method's typed config (its dataclass from the registry).
@@ -95,6 +97,7 @@ class ServerStrategy(ABC):
         self.config = config
         self.ctx: ServerContext | None = None
         self._accepted: dict[str, Message] = {}
+        self._sent: tuple[Task, Message] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
 
@@ -125,9 +128,15 @@ class ServerStrategy(ABC):
         """The tasks (phases) of round ``rnd``, in order; each is sent, answered and combined before the next."""
 
     @abstractmethod
+    def global_message(self, task: Task) -> Message:
+        """The one message every site gets for ``task`` (built once per task, see :meth:`task_message`)."""
+
     def task_message(self, task: Task, site: str) -> Message:
-        """The message ``site`` gets for ``task``. Returning the same object for every site lets the loop
-        broadcast one message."""
+        """The message ``site`` gets for ``task``: by default :meth:`global_message`, built once per task, so every
+        site gets the same object and the loop broadcasts it. Override for per-site messages."""
+        if self._sent is None or self._sent[0] is not task:
+            self._sent = (task, self.global_message(task))
+        return self._sent[1]
 
     @abstractmethod
     def check_reply(self, task: Task, site: str, reply: Message) -> None:
@@ -143,9 +152,16 @@ class ServerStrategy(ABC):
 
     # -- the accept / aggregate / reset cycle the loops drive ---------------------------------------------------
 
+    def log_reply(self, task: Task, site: str, reply: Message) -> None:
+        """One ``site`` record in metrics.jsonl: the reply's metrics, n_k, data site and role."""
+        extra = {k: reply.meta[k] for k in (TaskMeta.N_SAMPLES, TaskMeta.SITE, TaskMeta.ROLE) if k in reply.meta}
+        self.ctx.log_event("site", round=task.round, task=task.name, site=site, **reply.metrics, **extra)
+
     def accept(self, task: Task, site: str, reply: Message) -> str | None:
-        """Keep ``reply`` if valid; otherwise return the reason it was refused (and log it)."""
+        """Keep ``reply`` if valid (metrics numeric, then :meth:`check_reply`); otherwise return the reason it was
+        refused (and log it)."""
         try:
+            validate_metrics(site, reply.metrics)
             self.check_reply(task, site, reply)
         except UpdateValidationError as e:
             reason = str(e)

@@ -67,12 +67,9 @@ class WeightsStrategy(ServerStrategy):
         """Options every training task carries for the client algorithm (e.g. FedProx's ``prox_mu``)."""
         return {}
 
-    def task_message(self, task: Task, site: str) -> Message:
-        sent = getattr(self, "_sent", None)
-        if sent is None or sent[0] is not task:  # one message object per task: the loop broadcasts it
-            keep = self.expected_keys(DEFAULT_GROUPS)
-            self._sent = (task, Message(weights={k: self._params[k] for k in keep}))
-        return self._sent[1]
+    def global_message(self, task: Task) -> Message:
+        keep = self.expected_keys(DEFAULT_GROUPS)
+        return Message(weights={k: self._params[k] for k in keep})
 
     def check_reply(self, task: Task, site: str, reply: Message) -> None:
         reference = {k: self._params[k] for k in self.expected_keys(task.groups)}

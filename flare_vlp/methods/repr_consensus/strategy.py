@@ -34,38 +34,29 @@ class ReprConsensusStrategy(ServerStrategy):
 
     def setup(self, params) -> None:
         self._bank: dict[str, dict[str, np.ndarray]] = {m: {} for m in MODALITIES}  # modality -> id -> vector
-        self._ids = self.ctx.public_ids()  # the sites read the same public split
-        self._sent: tuple[Task, Message] | None = None
+        public = self.ctx.public_ids()  # the sites read the same public split
+        n = min(self.config.public_samples or len(public), len(public))
+        picked = np.random.default_rng(self.ctx.cfg.seed).choice(len(public), size=n, replace=False)
+        self._ids = [public[i] for i in sorted(picked)]  # one seeded draw, exchanged every round
 
     def round_tasks(self, rnd: int) -> list[Task]:
         options = {"kd_weight": float(self.config.kd_weight), "kd_steps": int(self.config.kd_steps)}
         return [Task(TaskName.TRAIN, rnd, self.ctx.num_rounds, options=options)]
 
-    def _round_ids(self, rnd: int) -> list[str]:
-        """The exchanged public ids: one seeded draw, the same every round."""
-        n = self.config.public_samples or len(self._ids)
-        picked = np.random.default_rng(self.ctx.cfg.seed).choice(
-            len(self._ids), size=min(n, len(self._ids)), replace=False
-        )
-        return [self._ids[i] for i in sorted(picked)]
-
-    def task_message(self, task: Task, site: str) -> Message:
-        if self._sent is None or self._sent[0] is not task:
-            ids = self._round_ids(task.round)
-            arrays = {}
-            for modality, bank in self._bank.items():
-                if ids and all(i in bank for i in ids):
-                    arrays[modality] = np.stack([bank[i] for i in ids]).astype(np.float32)
-            self._sent = (task, Message(representations=Representations(ids, arrays)))
-        return self._sent[1]
+    def global_message(self, task: Task) -> Message:
+        ids = self._ids
+        arrays = {}
+        for modality, bank in self._bank.items():
+            if ids and all(i in bank for i in ids):
+                arrays[modality] = np.stack([bank[i] for i in ids]).astype(np.float32)
+        return Message(representations=Representations(ids, arrays))
 
     def check_reply(self, task: Task, site: str, reply: Message) -> None:
-        ids = self.task_message(task, site).representations.ids
         dims = dict.fromkeys(MODALITIES, self.ctx.cfg.model.embed_dim)
-        validate_representations(site, reply.representations, ids, dims)
+        validate_representations(site, reply.representations, self._ids, dims)
 
     def combine(self, task: Task, replies: Mapping[str, Message]) -> dict[str, Any]:
-        ids = self.task_message(task, "").representations.ids
+        ids = self._ids
         contributors: dict[str, list[str]] = {}
         for modality in MODALITIES:
             stacks = [
