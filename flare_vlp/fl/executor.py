@@ -25,7 +25,7 @@ from flare_vlp.fl.analytics import stream_scalars
 from flare_vlp.fl.exchange import from_flmodel, task_from_flmodel, to_flmodel
 from flare_vlp.methods.client import ClientAlgo, SiteContext, seal_reply, start_site
 from flare_vlp.methods.messages import Message, Task, TaskName
-from flare_vlp.methods.payload import DisclosureError
+from flare_vlp.methods.payload import DisclosureError, check_incoming
 from flare_vlp.methods.registry import DEFAULT_ROLE, get_method
 from flare_vlp.methods.site_store import SiteStore
 
@@ -159,6 +159,7 @@ class ClientAlgoExecutor(Executor):
             model_in = FLModelUtils.from_shareable(shareable) if task_name != TaskName.SUBMIT else None
             task = task_from_flmodel(task_name, model_in) if model_in is not None else Task(task_name)
             message = from_flmodel(model_in) if model_in is not None else Message()
+            check_incoming(site, declaration, message)
             if task_name == TaskName.VALIDATE:
                 reply = self.algo.evaluate(task, message)
             elif task_name == TaskName.SUBMIT:

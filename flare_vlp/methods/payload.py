@@ -25,6 +25,7 @@ from flare_vlp.methods.messages import Message, PayloadKind, Representations
 __all__ = [
     "Declaration",
     "DisclosureError",
+    "check_incoming",
     "check_outgoing",
     "validate_representations",
     "validate_metrics",
@@ -121,6 +122,17 @@ def check_outgoing(
     for key, value in message.metrics.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise DisclosureError(f"site {site!r}: metric {key!r} is a {type(value).__name__}, not a number")
+
+
+def check_incoming(site: str, declaration: Declaration, message: Message) -> None:
+    """Refuse a received message carrying payload kinds the algorithm does not declare it reads (a job whose server
+    and site run different methods, say): ``ValueError`` naming the site and the kinds."""
+    unread = sorted(k.value for k in message.kinds - declaration.receives - {PayloadKind.METRICS})
+    if unread:
+        raise ValueError(
+            f"site {site!r}: received {unread}, which its client algorithm does not read "
+            f"(it declares {sorted(k.value for k in declaration.receives)}); do server and site run the same method?"
+        )
 
 
 def validate_metrics(site: str, metrics: Mapping[str, object], required: Collection[str] = ()) -> None:

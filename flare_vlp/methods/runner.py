@@ -22,6 +22,7 @@ from flare_vlp.config import load_config, merge_overrides
 from flare_vlp.experiments.run_folder import RunFolder
 from flare_vlp.methods.client import ClientAlgo, SiteContext, seal_reply, start_site
 from flare_vlp.methods.messages import Message
+from flare_vlp.methods.payload import check_incoming
 from flare_vlp.methods.registry import DEFAULT_ROLE, config_values, get_method, method_config
 from flare_vlp.methods.site_store import SiteStore
 from flare_vlp.methods.strategy import ServerContext, ServerStrategy
@@ -113,6 +114,7 @@ def run_in_process(
                 rejected = {}
                 for site in sites:
                     received = _wire(strategy.task_message(task, site))
+                    check_incoming(site, algos[site].declaration(), received)
                     reply = algos[site].train(task, received, should_abort=lambda: False)
                     reply = _wire(seal_reply(contexts[site], algos[site].declaration(), reply, received))
                     strategy.log_reply(task, site, reply)

@@ -91,6 +91,14 @@ def test_abort_and_unknown_task(executor):
     aborted.trigger("test")
     assert executor.execute("train", _task(), _ctx("site-1"), aborted).get_return_code() == ReturnCode.TASK_ABORTED
     assert executor.execute("nope", _task(), _ctx("site-1"), Signal()).get_return_code() == ReturnCode.TASK_UNKNOWN
+    reps = FLModelUtils.from_shareable(_task())
+    reps.params["repr::image"] = np.zeros((2, 4), np.float32)  # a representation task sent to a weights site
+    reps.meta[TaskMeta.REPR_IDS] = ["a", "b"]
+    errors = []
+    executor.log_exception = lambda ctx, msg: errors.append(msg)
+    wrong = executor.execute("train", FLModelUtils.to_shareable(reps), _ctx("site-1"), Signal())
+    del executor.log_exception
+    assert wrong.get_return_code() == ReturnCode.EXECUTION_EXCEPTION and "does not read" in errors[-1], errors
     unknown_option = _task({TaskMeta.OPTIONS: {"mystery": 1}})
     assert executor.execute("train", unknown_option, _ctx("site-1"), Signal()).get_return_code() == (
         ReturnCode.EXECUTION_EXCEPTION
