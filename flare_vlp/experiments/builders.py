@@ -70,6 +70,13 @@ def validate_config(cfg: ExperimentConfig) -> ExperimentConfig:
         synth_config(cfg)
     else:
         config_from_dict(SynthConfig, cfg.data.synth, prefix="data.synth.")
+    kwargs = cfg.model.image_kwargs
+    if cfg.data.augment and kwargs.get("frozen_blocks") and kwargs.get("feature_cache", True):
+        raise ConfigError(
+            "`data.augment` is true but `model.image_kwargs.frozen_blocks` caches the frozen trunk's output per image: "
+            "an augmented image is never seen twice, so every step would miss the cache; set data.augment: false "
+            "(or model.image_kwargs.feature_cache: false)"
+        )
     return cfg
 
 

@@ -295,7 +295,8 @@ class DualEncoder(nn.Module):
                     f"Shape mismatch for {key!r}: model {tuple(own[key].shape)}, state {tuple(value.shape)} (a state "
                     "dict from another architecture?)"
                 )
-        self._text_memo.clear()
+        if any(key.startswith("text_encoder.") for key in state):  # a round without the frozen tower keeps the memo
+            self._text_memo.clear()
         with torch.no_grad():
             for key, value in state.items():
                 if key in own:
