@@ -31,6 +31,7 @@ __all__ = [
     "assign_splits",
     "class_mix_distance",
     "partition_manifest",
+    "deal_iid",
 ]
 
 
@@ -331,4 +332,24 @@ def partition_manifest(
         replace(r, site=f"{site_prefix}{int(site_of[i]) + 1}", split=str(splits[i]))
         for i, r in enumerate(manifest.records)
     ]
+    return Manifest(records, manifest.findings, manifest.path)
+
+
+def deal_iid(manifest: Manifest, seed: int, splits: Sequence[str] = ("train", "val")) -> Manifest:
+    """The IID control of a federation: the SAME rows, dealt over the SAME sites at random.
+
+    Within each of ``splits`` the site column is permuted across rows, so every site keeps its number of train and
+    val rows but draws them uniformly from all sites' pools; rows of any other split (the test sets, test-only
+    sites) are untouched, so the heterogeneous run and its IID control are evaluated on identical test sets.
+
+    Returns:
+        A new :class:`Manifest` with the same records in the same order.
+    """
+    rng = np.random.default_rng(seed)
+    records = list(manifest.records)
+    for split in splits:
+        idx = [i for i, r in enumerate(records) if r.split == split]
+        sites = [records[i].site for i in idx]
+        for i, site in zip(idx, rng.permutation(np.array(sites, dtype=object)) if idx else []):
+            records[i] = replace(records[i], site=str(site))
     return Manifest(records, manifest.findings, manifest.path)

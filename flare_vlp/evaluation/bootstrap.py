@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from flare_vlp.evaluation.embeddings import compute_embeddings, embed_texts
-from flare_vlp.evaluation.evaluate import UNSEEN_SITE as UNSEEN
+from flare_vlp.evaluation.evaluate import UNSEEN_SITES, is_unseen
 from flare_vlp.evaluation.metrics import nanmean
 from flare_vlp.evaluation.zero_shot import prompt_directions, zero_shot_scores
 
@@ -71,14 +71,15 @@ def zero_shot_headline(scores: np.ndarray, labels: np.ndarray, sites: np.ndarray
     """
     if labels.shape[1] != len(findings):
         raise ValueError(f"labels have {labels.shape[1]} columns for {len(findings)} findings")
-    train_sites = sorted(s for s in set(sites.tolist()) if s != UNSEEN)
+    train_sites = sorted(s for s in set(sites.tolist()) if not is_unseen(s))
     per_site = [_macro_auc(labels[sites == s], scores[sites == s]) for s in train_sites]
     out = {"zero_shot_worst_site": float(np.nanmin(per_site)) if per_site else float("nan")}
-    pooled = sites != UNSEEN
+    pooled = np.isin(sites, train_sites)
     out["zero_shot_pooled"] = _macro_auc(labels[pooled], scores[pooled])
     out["zero_shot_mean_site"] = nanmean(per_site)
-    if (sites == UNSEEN).any():
-        out["zero_shot_unseen"] = _macro_auc(labels[~pooled], scores[~pooled])
+    for site, suffix in UNSEEN_SITES.items():
+        if (sites == site).any():
+            out[f"zero_shot_{suffix}"] = _macro_auc(labels[sites == site], scores[sites == site])
     return out
 
 

@@ -20,9 +20,17 @@ from flare_vlp.evaluation.metrics import nanmean, per_finding_auc
 from flare_vlp.evaluation.retrieval import recall_at_k
 from flare_vlp.evaluation.zero_shot import prompt_directions, zero_shot_auc
 
-__all__ = ["evaluate_model", "summarize", "UNSEEN_SITE"]
+__all__ = ["evaluate_model", "summarize", "UNSEEN_SITE", "UNSEEN_SITES", "is_unseen"]
 
 UNSEEN_SITE = "unseen"
+UNSEEN_SITES = {"unseen": "unseen", "unseen-inside": "unseen_inside"}
+"""Held-out test-only sites -> their summary-key suffix: ``unseen`` lies outside the training sites' acquisition
+range (a negative control for site reweighting), ``unseen-inside`` inside it."""
+
+
+def is_unseen(site: str) -> bool:
+    """True for a held-out test-only site (never a training site, never in the pooled group)."""
+    return site in UNSEEN_SITES
 
 
 def _group_metrics(emb: Embeddings, directions, findings, cfg: EvalConfig, probe) -> dict:
@@ -72,13 +80,14 @@ def evaluate_model(
         probe = fit_linear_probe(train.features, train.labels, c=cfg.probe_c, seed=seed)
     sites = np.array(test.sites)
     groups: dict[str, dict] = {}
-    train_sites = sorted(s for s in set(test.sites) if s != UNSEEN_SITE)
+    train_sites = sorted(s for s in set(test.sites) if not is_unseen(s))
     for site in train_sites:
         groups[site] = _group_metrics(test.subset(sites == site), directions, findings, cfg, probe)
     if train_sites:
-        groups["pooled"] = _group_metrics(test.subset(sites != UNSEEN_SITE), directions, findings, cfg, probe)
-    if UNSEEN_SITE in set(test.sites):
-        groups[UNSEEN_SITE] = _group_metrics(test.subset(sites == UNSEEN_SITE), directions, findings, cfg, probe)
+        pooled = np.isin(sites, train_sites)
+        groups["pooled"] = _group_metrics(test.subset(pooled), directions, findings, cfg, probe)
+    for site in sorted(set(test.sites) & set(UNSEEN_SITES)):
+        groups[site] = _group_metrics(test.subset(sites == site), directions, findings, cfg, probe)
     return {"groups": groups, "summary": summarize(groups, train_sites, cfg.retrieval_k)}
 
 
@@ -92,8 +101,9 @@ def summarize(groups: Mapping[str, dict], train_sites: Sequence[str], ks: Sequen
         out[f"{metric}_pooled"] = groups["pooled"][metric]["macro"] if "pooled" in groups else float("nan")
         out[f"{metric}_worst_site"] = float(np.nanmin(per_site)) if per_site else float("nan")
         out[f"{metric}_mean_site"] = nanmean(per_site)
-        if UNSEEN_SITE in groups:
-            out[f"{metric}_unseen"] = groups[UNSEEN_SITE][metric]["macro"]
+        for site, suffix in UNSEEN_SITES.items():
+            if site in groups:
+                out[f"{metric}_{suffix}"] = groups[site][metric]["macro"]
     if "pooled" in groups:
         ret = groups["pooled"]["retrieval"]
         for k in ks:

@@ -19,7 +19,7 @@ import torch
 
 from flare_vlp.config import ExperimentConfig
 from flare_vlp.data.manifest import Manifest
-from flare_vlp.evaluation import UNSEEN_SITE, evaluate_model, nanmean
+from flare_vlp.evaluation import UNSEEN_SITES, evaluate_model, is_unseen, nanmean
 from flare_vlp.experiments.builders import (
     build_dataset,
     build_loader,
@@ -138,7 +138,7 @@ def _logger(run: RunFolder, site: str, echo: Callable[[str], None], every: int):
 
 
 def _centralized(cfg, manifest, test, probe, run, device, echo):
-    train = manifest.select(split="train", site=[s for s in manifest.sites if s != UNSEEN_SITE])
+    train = manifest.select(split="train", site=[s for s in manifest.sites if not is_unseen(s)])
     model, result, ev, floor = train_and_evaluate(
         cfg,
         train,
@@ -159,7 +159,7 @@ def _centralized(cfg, manifest, test, probe, run, device, echo):
 
 
 def _local(cfg, manifest, test, probe, run, device, echo):
-    sites = [s for s in manifest.sites if s != UNSEEN_SITE and len(manifest.select(site=s, split=["train", "test"]))]
+    sites = [s for s in manifest.sites if not is_unseen(s) and len(manifest.select(site=s, split=["train", "test"]))]
     per_site, losses, floor, first = {}, {}, None, None
     for i, site in enumerate(sites):
         train = manifest.select(site=site, split="train")
@@ -200,8 +200,9 @@ def _local_summary(per_site: dict, sites: list[str]) -> dict[str, float]:
         out[f"{metric}_pooled"] = nanmean(per_site[s]["groups"]["pooled"][metric]["macro"] for s in sites)
         out[f"{metric}_worst_site"] = float(np.nanmin(own))
         out[f"{metric}_mean_site"] = nanmean(own)
-        if UNSEEN_SITE in first:
-            out[f"{metric}_unseen"] = nanmean(per_site[s]["groups"][UNSEEN_SITE][metric]["macro"] for s in sites)
+        for unseen, suffix in UNSEEN_SITES.items():
+            if unseen in first:
+                out[f"{metric}_{suffix}"] = nanmean(per_site[s]["groups"][unseen][metric]["macro"] for s in sites)
     for key in per_site[sites[0]]["summary"]:
         if "R@" in key:
             out[key] = nanmean(per_site[s]["summary"][key] for s in sites)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flare_vlp.config import load_config
-from flare_vlp.evaluation import UNSEEN_SITE, evaluate_model
+from flare_vlp.evaluation import evaluate_model, is_unseen
 from flare_vlp.experiments.baselines import probe_subset
 from flare_vlp.experiments.builders import (
     build_dataset,
@@ -83,7 +83,7 @@ def run_federated(
     data_dir = Path(data_dir).absolute() if data_dir is not None else default_data_dir(cfg, out_dir.parent)
     t0 = time.perf_counter()
     manifest = prepare_manifest(cfg, data_dir)
-    sites = [s for s in manifest.sites if s != UNSEEN_SITE and len(manifest.select(site=s, split=["train", "test"]))]
+    sites = [s for s in manifest.sites if not is_unseen(s) and len(manifest.select(site=s, split=["train", "test"]))]
     echo(f"[{method}] data: {len(manifest)} rows; {len(sites)} sites {sites}; {num_rounds} rounds in env '{env}'")
     clients = list(clients) if clients else [f"site-{i + 1}" for i in range(len(sites))]
     if len(clients) != len(sites):

@@ -118,3 +118,28 @@ def test_partition_manifest_reassigns_sites_and_splits():
 def test_site_without_train_row_is_named():
     with pytest.raises(ValueError, match="site-"):
         partition_manifest(_manifest(8), 4, alpha=None, val_fraction=0.45, test_fraction=0.45)
+
+
+def test_deal_iid_keeps_rows_counts_and_test_sets():
+    from flare_vlp.data.partition import deal_iid
+
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(300):
+        site = f"site-{1 + (i % 3)}" if i < 240 else "unseen"
+        split = "test" if i >= 200 else ("val" if i % 10 == 0 else "train")
+        labels = {"a": int(site == "site-1"), "b": int(rng.random() < 0.5)}  # site-1 holds every "a"
+        records.append(Record(f"r{i}", f"/x/{i}.png", "report", labels, site, split))
+    manifest = Manifest(records, ("a", "b"))
+    dealt = deal_iid(manifest, seed=1)
+    assert [r.id for r in dealt] == [r.id for r in manifest]
+    for split in ("train", "val", "test"):
+        for site in manifest.sites:
+            key = (site, split)
+            assert sum((r.site, r.split) == key for r in dealt) == sum((r.site, r.split) == key for r in manifest)
+    assert [(r.id, r.site) for r in dealt if r.split == "test"] == [
+        (r.id, r.site) for r in manifest if r.split == "test"
+    ]
+    share_a = [np.mean([r.labels["a"] for r in dealt.select(split="train", site=s)]) for s in ("site-1", "site-2")]
+    assert 0.15 < share_a[0] < 0.55 and 0.15 < share_a[1] < 0.55  # "a" was all site-1; now spread (1/3 expected)
+    assert dealt.sites == manifest.sites

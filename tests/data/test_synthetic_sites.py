@@ -116,3 +116,20 @@ def test_sweep_grid_varies_only_heterogeneity():
     grid = sweep_grid([0.1, 1.0], [0.0, 1.0], sites=3, seed=4)
     assert [(c.alpha, c.acq_shift) for c in grid] == [(0.1, 0.0), (0.1, 1.0), (1.0, 0.0), (1.0, 1.0)]
     assert {(c.sites, c.seed) for c in grid} == {(3, 4)}
+
+
+def test_inside_unseen_site_lies_within_the_training_sites_range():
+    cfg = SynthConfig(sites=5, samples=200, seed=3, unseen_site=True, unseen_inside=True, unseen_samples=20)
+    sites = {p.name: p for p in build_sites(cfg)}
+    assert {"unseen", "unseen-inside"} <= set(sites)
+    train = [sites[f"site-{i}"].shift for i in range(1, 6)]
+    inside = sites["unseen-inside"].shift
+    for field in ("contrast", "brightness", "gamma", "noise", "blur", "ap_rate"):
+        values = [getattr(s, field) for s in train]
+        assert min(values) - 1e-9 <= getattr(inside, field) <= max(values) + 1e-9, field
+    assert (inside.invert, inside.res_loss, inside.marker) in {(s.invert, s.res_loss, s.marker) for s in train}
+    assert sites["unseen-inside"].n_train == sites["unseen-inside"].n_val == 0
+    # adding the inside site changes no other site
+    plain = build_sites(SynthConfig(sites=5, samples=200, seed=3, unseen_site=True, unseen_samples=20))
+    plain = {p.name: p for p in plain}
+    assert all(plain[name] == sites[name] for name in plain)

@@ -53,7 +53,10 @@ class SynthConfig:
         val_fraction: share of each site's pool used for validation. Default 0.1.
         test_per_site: label-balanced test images per site. Default 300.
         unseen_site: add a held-out ``unseen`` site (test split only) with a stronger shift. Default False.
-        unseen_samples: test images of the unseen site. Default 300.
+        unseen_samples: test images of the unseen site (and of the inside-unseen site). Default 300.
+        unseen_inside: add a held-out ``unseen-inside`` site (test split only) whose acquisition is a random convex
+            mixture of the training sites' (inside their range: a site reweighting could serve), beside ``unseen``
+            (outside it: a negative control). Default False.
         public_samples: images of the shared ``public`` split (CreamFL); 0 = none. Default 0.
         label_noise: probability that a report leaves out a present finding, at every site. Default 0.02.
         scenario: one of :data:`SCENARIOS`. Default ``"default"``.
@@ -75,6 +78,9 @@ class SynthConfig:
     test_per_site: int = field(default=300, metadata={"help": "label-balanced test images per site"})
     unseen_site: bool = field(default=False, metadata={"help": "add a held-out 'unseen' test-only site"})
     unseen_samples: int = field(default=300, metadata={"help": "test images of the unseen site"})
+    unseen_inside: bool = field(
+        default=False, metadata={"help": "add 'unseen-inside': a test-only site with a shift inside the sites' range"}
+    )
     public_samples: int = field(default=0, metadata={"help": "images of the shared public split (0 = none)"})
     label_noise: float = field(default=0.02, metadata={"help": "P(a present finding is left out of the report)"})
     scenario: Scenario = field(default="default", metadata={"help": f"one of {list(SCENARIOS)}"})

@@ -16,9 +16,18 @@ from flare_vlp.data.synthetic.config import SynthConfig
 from flare_vlp.data.synthetic.findings import BASE_MIX, PRIMARY_CLASSES
 from flare_vlp.data.synthetic.reports import STYLES, ReportStyle, sample_style
 
-__all__ = ["SiteProfile", "build_sites", "site_sizes", "UNSEEN", "PUBLIC", "BALANCED_MIX"]
+__all__ = [
+    "SiteProfile",
+    "build_sites",
+    "site_sizes",
+    "mix_shifts",
+    "UNSEEN",
+    "UNSEEN_INSIDE",
+    "PUBLIC",
+    "BALANCED_MIX",
+]
 
-UNSEEN, PUBLIC = "unseen", "public"
+UNSEEN, UNSEEN_INSIDE, PUBLIC = "unseen", "unseen-inside", "public"
 _SITE_STREAM, _LAYOUT_STREAM = 7, 11
 BALANCED_MIX: tuple[float, ...] = tuple([1.0 / len(PRIMARY_CLASSES)] * len(PRIMARY_CLASSES))
 """Test sets draw every primary class equally often, so each finding has enough positives at every site."""
@@ -91,8 +100,19 @@ def _label_mix(cfg: SynthConfig, rng: np.random.Generator, last: bool) -> np.nda
     return mix / mix.sum()
 
 
+def mix_shifts(shifts: list[AcquisitionShift], weights: np.ndarray, rng: np.random.Generator) -> AcquisitionShift:
+    """A protocol inside the range of ``shifts``: numeric fields are the ``weights``-convex combination; the discrete
+    ones (low resolution, inversion, marker) are those of one site drawn with probability ``weights``."""
+    numeric = ("contrast", "brightness", "gamma", "noise", "quantum_noise", "blur", "ap_rate", "jitter")
+    donor = shifts[int(rng.choice(len(shifts), p=weights))]
+    values = {f: float(sum(w * getattr(sh, f) for w, sh in zip(weights, shifts))) for f in numeric}
+    return AcquisitionShift(
+        **values, res_loss=donor.res_loss, invert=donor.invert, marker=donor.marker, marker_corner=donor.marker_corner
+    )
+
+
 def build_sites(cfg: SynthConfig) -> list[SiteProfile]:
-    """``site-1..site-K``, then ``unseen`` (if asked) and ``public`` (if ``public_samples``)."""
+    """``site-1..site-K``, then ``unseen`` / ``unseen-inside`` (if asked) and ``public`` (if ``public_samples``)."""
     sizes = site_sizes(cfg)
     style_offset = int(_rng(cfg, _LAYOUT_STREAM, 1).integers(len(STYLES)))
     shared_style = sample_style(_rng(cfg, _LAYOUT_STREAM, 2), STYLES[0], cfg.label_noise)
@@ -118,6 +138,13 @@ def build_sites(cfg: SynthConfig) -> list[SiteProfile]:
         shift = sample_shift(rng, max(2.0 * cfg.acq_shift, 1.0))
         style = sample_style(rng, STYLES[int(rng.integers(len(STYLES)))], cfg.label_noise)
         out.append(SiteProfile(UNSEEN, 1001, BALANCED_MIX, 0, 0, cfg.unseen_samples, shift, style))
+    if cfg.unseen_inside:
+        rng = _rng(cfg, _SITE_STREAM, 1003)
+        train_sites = out[: cfg.sites]
+        weights = rng.dirichlet(np.ones(cfg.sites))
+        shift = mix_shifts([p.shift for p in train_sites], weights, rng)
+        style = train_sites[int(rng.choice(cfg.sites, p=weights))].style
+        out.append(SiteProfile(UNSEEN_INSIDE, 1003, BALANCED_MIX, 0, 0, cfg.unseen_samples, shift, style))
     if cfg.public_samples:
         rng = _rng(cfg, _SITE_STREAM, 1002)
         mix = rng.dirichlet(5.0 * len(BASE_MIX) * np.asarray(BASE_MIX))
