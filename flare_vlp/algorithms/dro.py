@@ -24,6 +24,10 @@ mirror step: ``argmin KL(lambda || q)`` over the ball is the geometric mixture `
 with ``theta in [0, 1]`` bisected so that ``KL(lambda || c) = rho``.
 
 Everything is float64 numpy, as on the FLARE server.
+
+:func:`scoring_batches` draws the rows a site scores the received global model on (the DRO loss signal): the same
+number of same-size batches at every site, so the signal's expected value does not depend on the size of the site's
+validation split (an uninformed InfoNCE loss is ``ln(batch size)``: ragged or small batches read as a lower loss).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ __all__ = [
     "project_kl_ball",
     "exponentiated_gradient_step",
     "dro_update",
+    "scoring_batches",
 ]
 
 DIVERGENCES: tuple[str, ...] = ("chi2", "kl")
@@ -265,3 +270,39 @@ def dro_update(
     if divergence == "chi2":
         return project_chi_square_ball(stepped, rho, center)
     return project_kl_ball(stepped, rho, center)
+
+
+def scoring_batches(n_rows: int, batches: int, batch_size: int, seed: int, rnd: int) -> list[np.ndarray]:
+    """Row indices of ``batches`` scoring batches of ``batch_size`` distinct rows out of ``n_rows`` (seeded).
+
+    Why: each batch is a uniformly random ``batch_size``-subset of the rows, so its expected loss is that of a random
+    ``batch_size``-sample of the site's distribution whatever ``n_rows`` is. Batches are cut from one random
+    permutation while it has rows left and from a fresh permutation after that, so they are disjoint when the split is
+    large enough and overlap only when it is not.
+
+    Args:
+        n_rows: rows of the site's validation split (``>= batch_size``).
+        batches: number of batches (``>= 1``).
+        batch_size: rows per batch (``>= 2``: a contrastive loss needs a negative).
+        seed: the experiment seed.
+        rnd: the round (a fresh draw every round; the same draw for the same ``(seed, rnd)``).
+
+    Returns:
+        ``batches`` int64 arrays of ``batch_size`` distinct indices in ``[0, n_rows)``.
+
+    Raises:
+        ValueError: ``n_rows < batch_size``, ``batch_size < 2`` or ``batches < 1``.
+    """
+    if batch_size < 2 or batches < 1:
+        raise ValueError(f"need batches >= 1 and batch_size >= 2, got batches={batches}, batch_size={batch_size}")
+    if n_rows < batch_size:
+        raise ValueError(f"{n_rows} rows cannot make a scoring batch of {batch_size} distinct rows")
+    rng = np.random.default_rng((int(seed) % 2**63, int(rnd) % 2**63, 0xD20))  # salt: apart from other (seed, rnd)
+    out: list[np.ndarray] = []
+    order, pos = rng.permutation(n_rows), 0
+    for _ in range(batches):
+        if pos + batch_size > n_rows:
+            order, pos = rng.permutation(n_rows), 0
+        out.append(order[pos : pos + batch_size].astype(np.int64))
+        pos += batch_size
+    return out

@@ -6,16 +6,29 @@ the same ``train_loop`` as the centralized baseline -> validate -> reply with on
 per-task options arrive in :attr:`Task.options` and are the only method knowledge here:
 
 * ``prox_mu`` (FedProx): adds ``mu/2 ||w - w_global||^2`` to the local loss;
-* ``anchor_weight`` (FedAID / FedDRA): adds the anchor loss towards the received global model's embeddings.
+* ``anchor_weight`` (FedAID / FedDRA): adds the anchor loss towards the received global model's embeddings;
+* ``dro_batches`` + ``dro_batch_size`` (FedAID / FedDRA, ``signal_batches: fixed``): also score the received model,
+  and then the site's own update, on that many seeded batches of that many distinct val rows (``dro_loss``,
+  ``dro_local_loss``): the DRO signal, the same count and size at every site so its expected value does not depend on
+  the val-set size. A val split with fewer rows than one batch reports NaN (the server keeps the site's weight);
+* ``loss_scale`` (``sum``): train on ``2 * ITA`` (+ anchor), the reference code's sum of the two cross-entropies;
+* ``stage2_start`` (``local``, FedDRA): keep the weights stage 1 (``train_deep``) ends with, in memory, and start the
+  same round's stage 2 from them; the received stage-1 average is then only the anchor. A site without its stage-1
+  weights of that round (it missed stage 1, or restarted in between) starts from the received model, with a warning
+  and ``stage2_local = 0`` in its metrics.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
+from flare_vlp.algorithms.dro import scoring_batches
 from flare_vlp.experiments.site_data import SiteData, load_site_data
 from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext
 from flare_vlp.methods.messages import Message, PayloadKind, Task, TaskMeta, TaskName
@@ -25,13 +38,15 @@ from flare_vlp.training import train_loop
 from flare_vlp.training.objectives import AnchoredObjective, ContrastiveObjective, Objective, batch_to_device
 from flare_vlp.training.schedule import round_window
 
-__all__ = ["VLPClientAlgo", "mean_loss", "NUM_STEPS"]
+__all__ = ["VLPClientAlgo", "ScaledContrastiveObjective", "mean_loss", "batches_loss", "NUM_STEPS"]
 
 NUM_STEPS = "NUM_STEPS_CURRENT_ROUND"
 """FLARE's meta key for a reply's local steps (``FLMetaKey.NUM_STEPS_CURRENT_ROUND``)."""
 
-OPTIONS = ("prox_mu", "anchor_weight")
+OPTIONS = ("prox_mu", "anchor_weight", "dro_batches", "dro_batch_size", "loss_scale", "stage2_start")
 """The task options this algorithm understands."""
+
+_CHOICES = {"loss_scale": ("mean", "sum"), "stage2_start": ("global", "local")}
 
 
 @torch.no_grad()
@@ -47,6 +62,29 @@ def mean_loss(model: torch.nn.Module, loader, objective: Objective, device: str)
     return total / count if count else float("nan")
 
 
+@torch.no_grad()
+def batches_loss(
+    model: torch.nn.Module, dataset, collate, batches: Sequence[np.ndarray], objective: Objective, device: str
+) -> float:
+    """Mean objective over the given equal-size batches of ``dataset`` rows, in eval mode (the fixed DRO signal)."""
+    loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], collate_fn=collate)
+    model.to(device).eval()
+    losses = [float(objective(model, batch_to_device(batch, device))[0]) for batch in loader]
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+class ScaledContrastiveObjective(ContrastiveObjective):
+    """ITA times ``scale``: ``scale = 2`` is the reference code's SUM of the two cross-entropies (ours is their mean),
+    so an anchored objective over it is the reference's ``2 * ITA + anchor_weight * anchor``."""
+
+    def __init__(self, positives: str = "labels", scale: float = 1.0):
+        super().__init__(positives)
+        self.scale = float(scale)
+
+    def loss(self, out, batch: dict) -> torch.Tensor:
+        return self.scale * super().loss(out, batch)
+
+
 class VLPClientAlgo(ClientAlgo):
     """Trains, validates and replies with the dual encoder of the site's experiment config."""
 
@@ -56,6 +94,8 @@ class VLPClientAlgo(ClientAlgo):
         self.data: SiteData = load_site_data(
             site.cfg, site.site, data_dir=site.data_dir, manifest=site.manifest, site_map=site.site_map
         )
+        self._stage1: tuple[int, dict[str, torch.Tensor]] | None = None  # (round, weights stage 1 ended with)
+        self._warned_small_val = False
         self._shareable = frozenset(exchanged_keys(self.data.model, DEFAULT_GROUPS, self.cfg.model.frozen))
         site.logger.info(
             f"site {site.site!r} -> data site {self.data.data_site!r}: "
@@ -77,11 +117,28 @@ class VLPClientAlgo(ClientAlgo):
         unknown = sorted(set(task.options) - set(OPTIONS))
         if unknown:
             raise ValueError(f"task {task.name!r} carries options {unknown} the VLP algorithm does not know: {OPTIONS}")
-        return dict(task.options)
+        options = dict(task.options)
+        for key, choices in _CHOICES.items():
+            if key in options and options[key] not in choices:
+                raise ValueError(
+                    f"site {self.site.site!r}: task option {key}={options[key]!r}, expected one of {choices}"
+                )
+        for key, low in (("dro_batches", 1), ("dro_batch_size", 2)):
+            value = options.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ValueError(f"site {self.site.site!r}: task option {key}={value!r}, expected an int >= {low}")
+        if ("dro_batches" in options) != ("dro_batch_size" in options):
+            raise ValueError(f"site {self.site.site!r}: task options dro_batches and dro_batch_size come together")
+        return options
 
     def objective(self) -> Objective:
         """The alignment loss every site reports (validation, the DRO loss signal)."""
         return ContrastiveObjective(self.cfg.train.positives)
+
+    def train_objective(self, options: Mapping) -> ContrastiveObjective:
+        """The alignment term the site trains on: ITA, or ``2 * ITA`` under ``loss_scale: sum``."""
+        scale = 2.0 if options.get("loss_scale") == "sum" else 1.0
+        return ScaledContrastiveObjective(self.cfg.train.positives, scale)
 
     def local_steps(self, task: Task) -> int:
         steps = task.local_steps or self.site.local_steps
@@ -112,6 +169,8 @@ class VLPClientAlgo(ClientAlgo):
         options = self._options(task)
         global_params = self.load_global(message)
         global_val_loss = self._val_loss()  # how well the received global model serves this site (DRO)
+        scoring = self._scoring_batches(task, options)
+        signal = {"dro_loss": self._batches_loss(scoring)} if "dro_batches" in options else {}
         groups = list(task.groups or DEFAULT_GROUPS)
         data.model.set_trainable(groups)
         if cfg.model.frozen:
@@ -120,7 +179,11 @@ class VLPClientAlgo(ClientAlgo):
         train_cfg = cfg.train if mu is None else dataclasses.replace(cfg.train, prox_mu=float(mu))
         anchor = float(options.get("anchor_weight") or 0.0)
         # built right after the global weights were loaded, so the anchor copy IS the task's global model
-        objective = AnchoredObjective(data.model, self.objective(), anchor) if anchor > 0 else self.objective()
+        base = self.train_objective(options)
+        objective = AnchoredObjective(data.model, base, anchor) if anchor > 0 else base
+        local_start = options.get("stage2_start") == "local"
+        if local_start and task.name == TaskName.TRAIN:
+            signal["stage2_local"] = float(self._restore_stage1(task))
         steps = self.local_steps(task)
         result = train_loop(
             data.model,
@@ -138,13 +201,18 @@ class VLPClientAlgo(ClientAlgo):
         if result.aborted:
             self.site.logger.warning(f"site {self.site.site!r}: training aborted after {result.steps} steps")
             return None
+        if "dro_batches" in options:  # the site's own update on the same rows (the ``excess`` signal)
+            signal["dro_local_loss"] = self._batches_loss(scoring)
         data.model.cpu()
         keys = exchanged_keys(data.model, groups, cfg.model.frozen)
         state = data.model.state_dict()
+        if local_start and task.name == TaskName.TRAIN_DEEP:  # model.frozen groups never change: not kept
+            self._stage1 = (int(task.round), {k: state[k].detach().clone() for k in self._shareable})
         metrics = {
             "train_loss": result.final_loss,
             "val_loss": self._val_loss(),
             "global_val_loss": global_val_loss,
+            **signal,
             "samples_per_s": result.samples_per_s,
             "steps": result.steps,
             "seconds": result.seconds,
@@ -188,3 +256,43 @@ class VLPClientAlgo(ClientAlgo):
         if self.data.val_loader is None:
             return float("nan")
         return mean_loss(self.data.model, self.data.val_loader, self.objective(), self.site.device)
+
+    def _scoring_batches(self, task: Task, options: Mapping) -> list[np.ndarray] | None:
+        """The round's fixed scoring batches (seed: experiment seed + round), or ``None``: not asked for, or a val
+        split smaller than one batch (then the site sends NaN and keeps its weight; warned once)."""
+        if "dro_batches" not in options:
+            return None
+        size, n_val = int(options["dro_batch_size"]), self.data.n_val
+        if self.data.val_loader is None or n_val < size:
+            if not self._warned_small_val:
+                self.site.logger.warning(
+                    f"site {self.site.site!r}: {n_val} val rows, fewer than one DRO scoring batch "
+                    f"(dro_batch_size={size}): it sends no DRO loss and keeps its weight; lower dro_batch_size to "
+                    f"<= {n_val}, give the site more val rows (data.synth.val_fraction) or use "
+                    "signal_batches: full_pass"
+                )
+                self._warned_small_val = True
+            return None
+        return scoring_batches(n_val, int(options["dro_batches"]), size, self.cfg.seed, int(task.round))
+
+    def _batches_loss(self, batches: list[np.ndarray] | None) -> float:
+        if batches is None:
+            return math.nan
+        loader = self.data.val_loader
+        return batches_loss(
+            self.data.model, loader.dataset, loader.collate_fn, batches, self.objective(), self.site.device
+        )
+
+    def _restore_stage1(self, task: Task) -> bool:
+        """Load the weights this site's stage 1 of ``task.round`` ended with (``stage2_start: local``); ``False``
+        (and a warning) when it has none of that round: stage 2 then starts from the received model."""
+        kept, self._stage1 = self._stage1, None
+        if kept is None or kept[0] != int(task.round):
+            have = "none" if kept is None else f"round {kept[0]}'s"
+            self.site.logger.warning(
+                f"site {self.site.site!r} round {task.round}: stage2_start=local but it holds {have} stage-1 weights "
+                "(missed stage 1 or restarted): stage 2 starts from the received stage-1 average"
+            )
+            return False
+        self.data.model.load_group_state_dict(kept[1], strict=True)
+        return True

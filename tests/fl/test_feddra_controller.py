@@ -1,5 +1,6 @@
 """FedDRA / FedAID server strategy without a FLARE runtime: DRO weights as aggregation weights, rho = 0 = FedAvg bit
-for bit, phases, anchors in the task options, lambda logged, persisted and restored."""
+for bit, phases, anchors in the task options, lambda logged, persisted and restored; which reply metric is the signal
+(fixed batches or the full val pass), the reference's loss unit, the options each phase carries."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from flare_vlp.methods.strategy import ServerContext
 
 
 def _round(base, losses, counts=(30, 10, 20), local_loss=0.5):
+    """Replies whose fixed-batch DRO losses are ``losses`` (the default ``signal_batches: fixed`` reads those)."""
     return {
-        f"site-{i + 1}": _reply(_shifted(base, float(i)), n, global_val_loss=loss, val_loss=local_loss)
+        f"site-{i + 1}": _reply(_shifted(base, float(i)), n, dro_loss=loss, dro_local_loss=local_loss)
         for i, (n, loss) in enumerate(zip(counts, losses))
     }
 
@@ -72,8 +74,8 @@ def test_excess_signal_subtracts_the_local_loss(tmp_path):
     ctrl = _strategy(tmp_path, "fedaid", rho=1.0, eta=1.0, signal="excess")
     base = _global()
     replies = {
-        "site-1": _reply(base, 10, global_val_loss=3.0, val_loss=2.5),
-        "site-2": _reply(base, 10, global_val_loss=2.0, val_loss=1.0),
+        "site-1": _reply(base, 10, dro_loss=3.0, dro_local_loss=2.5, global_val_loss=9.0, val_loss=0.0),
+        "site-2": _reply(base, 10, dro_loss=2.0, dro_local_loss=1.0, global_val_loss=0.0, val_loss=0.0),
     }
     _combine(ctrl, ctrl.round_tasks(0)[0], replies)
     assert ctrl.state()["lambda"]["site-2"] == pytest.approx(np.exp(1.0) / (np.exp(0.5) + np.exp(1.0)))
@@ -93,19 +95,86 @@ def test_two_stage_tasks_options_and_one_lambda_step_per_round(tmp_path):
     tasks = ctrl.round_tasks(0)
     assert [t.name for t in tasks] == [TaskName.TRAIN_DEEP, "train"] and [t.index for t in tasks] == [0, 1]
     assert [t.groups for t in tasks] == [("deep",), ("all",)] and [t.local_steps for t in tasks] == [3, 7]
-    assert all(t.options == {"anchor_weight": 1.0} for t in tasks)
+    # the scoring batches travel with the task whose replies move lambda (the round's first) only
+    assert tasks[0].options == {"anchor_weight": 1.0, "dro_batches": 4, "dro_batch_size": 32}
+    assert tasks[1].options == {"anchor_weight": 1.0}
     base = _global()
     deep_keys = ctrl.expected_keys(["deep"])
     deep = {
-        s: _reply({k: r.weights[k] for k in deep_keys}, 10, global_val_loss=loss)
+        s: _reply({k: r.weights[k] for k in deep_keys}, 10, dro_loss=loss)
         for (s, r), loss in zip(_round(base, [1, 2, 3]).items(), [1.0, 2.0, 3.0])
     }
     _combine(ctrl, tasks[0], deep)
     after_stage1 = dict(ctrl.state()["lambda"])
     _combine(ctrl, tasks[1], _round(base, [9.0, 0.0, 0.0]))
     assert ctrl.state()["lambda"] == after_stage1  # stage 2 reuses the round's lambda
-    fedaid = _strategy(tmp_path / "aid", "fedaid", anchor_weight=0.0)
+    fedaid = _strategy(tmp_path / "aid", "fedaid", anchor_weight=0.0, signal_batches="full_pass")
     assert [t.name for t in fedaid.round_tasks(0)] == ["train"] and fedaid.round_tasks(0)[0].options == {}
+
+
+def test_reference_options_travel_with_both_phases(tmp_path):
+    ref = _strategy(tmp_path, "feddra", loss_scale="sum", stage2_start="local", dro_batches=2, dro_batch_size=8)
+    deep, full = ref.round_tasks(3)
+    common = {"anchor_weight": 1.0, "loss_scale": "sum", "stage2_start": "local"}
+    assert deep.options == {**common, "dro_batches": 2, "dro_batch_size": 8} and full.options == common
+    with pytest.raises(ValueError, match="fl.stage2_start"):  # FedAID has no stage 1 to start stage 2 from
+        _strategy(tmp_path / "aid", "fedaid", stage2_start="local")
+
+
+@pytest.mark.parametrize(
+    ("batches", "read", "ignored"),
+    [("fixed", "dro_loss", "global_val_loss"), ("full_pass", "global_val_loss", "dro_loss")],
+)
+def test_the_signal_is_the_metric_of_the_chosen_batches(tmp_path, batches, read, ignored):
+    """Each form reads its own metric and only it: the other one, set to the opposite order, is ignored."""
+    ctrl = _strategy(tmp_path, "fedaid", rho=1.0, eta=1.0, signal_batches=batches)
+    base = _global()
+    replies = {
+        "site-1": _reply(base, 10, **{read: 1.0, ignored: 5.0}),
+        "site-2": _reply(base, 10, **{read: 3.0, ignored: 0.0}),
+    }
+    _combine(ctrl, ctrl.round_tasks(0)[0], replies)
+    assert ctrl.state()["lambda"]["site-2"] == pytest.approx(np.exp(3.0) / (np.exp(1.0) + np.exp(3.0)))
+
+
+def test_normalized_signal_divides_by_the_chance_loss_of_its_batches(tmp_path):
+    fixed = _strategy(tmp_path / "f", "fedaid", rho=1.0, eta=1.0, signal="normalized", dro_batch_size=8)
+    full = _strategy(tmp_path / "p", "fedaid", rho=1.0, eta=1.0, signal="normalized", signal_batches="full_pass")
+    base = _global()
+    replies = {s: _reply(base, 10, dro_loss=v, global_val_loss=v) for s, v in (("site-1", 1.0), ("site-2", 3.0))}
+    for ctrl, chance in ((fixed, np.log(8)), (full, np.log(fixed.ctx.cfg.train.batch_size))):
+        _combine(ctrl, ctrl.round_tasks(0)[0], replies)
+        w = np.exp(np.array([1.0, 3.0]) / chance)
+        assert ctrl.state()["lambda"]["site-2"] == pytest.approx(w[1] / w.sum())
+
+
+def test_sum_loss_scale_with_half_the_step_is_the_mean_scale_with_eta_one(tmp_path):
+    """The reference's ITA is the SUM of the two cross-entropies: its eta 0.5 is our eta 1.0, over several rounds
+    and with the ball binding."""
+    runs = {
+        "sum_half": _strategy(tmp_path / "a", "fedaid", rho=0.05, eta=0.5, loss_scale="sum"),
+        "mean_one": _strategy(tmp_path / "b", "fedaid", rho=0.05, eta=1.0),
+        "mean_half": _strategy(tmp_path / "c", "fedaid", rho=0.05, eta=0.5),
+    }
+    base = _global()
+    for rnd, losses in enumerate(([2.0, 2.3, 2.1], [1.9, 2.4, 2.0], [1.8, 2.2, 2.2])):
+        for ctrl in runs.values():
+            _combine(ctrl, ctrl.round_tasks(rnd)[0], _round(base, losses))
+    lam = {name: np.array(list(ctrl.state()["lambda"].values())) for name, ctrl in runs.items()}
+    np.testing.assert_allclose(lam["sum_half"], lam["mean_one"], rtol=1e-9)
+    assert np.abs(lam["sum_half"] - lam["mean_half"]).max() > 1e-3
+
+
+def test_a_site_without_a_fixed_batch_loss_keeps_its_weight_and_is_named(tmp_path):
+    """A val split smaller than one scoring batch: the site sends NaN; the server warns and leaves it in place."""
+    ctrl = _strategy(tmp_path, "fedaid", rho=1.0, eta=1.0)
+    base = _global()
+    _combine(ctrl, ctrl.round_tasks(0)[0], _round(base, [1.0, 3.0, float("nan")]))
+    (warning,) = [m for m in ctrl.logged.messages if "keep their weight" in m]
+    assert "site-3" in warning
+    assert "dro_loss" in warning and "dro_batch_size=32" in warning
+    w = np.exp([1.0, 3.0, 2.0])
+    assert ctrl.state()["lambda"]["site-3"] == pytest.approx(w[2] / w.sum())
 
 
 def test_lambda_is_persisted_with_the_model_and_restored(tmp_path):
@@ -126,3 +195,6 @@ def test_bad_settings_fail_at_construction(tmp_path):
         _strategy(tmp_path, "feddra", rho=-1)
     with pytest.raises(ValueError, match="fl.signal"):
         _strategy(tmp_path, "feddra", signal="nope")
+    for key, value in (("dro_batch_size", 1), ("dro_batches", 0), ("signal_batches", "half"), ("loss_scale", "x")):
+        with pytest.raises(ValueError, match=f"fl.{key}"):
+            _strategy(tmp_path, "feddra", **{key: value})

@@ -4,6 +4,7 @@ them; the exported FedAID job runs under `nvflare simulator`."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -30,7 +31,7 @@ def _run(tmp_path, tiny_data_dir, name, num_rounds, resume_from=None):
     recipe = MethodRecipe(
         method="feddra", config="tiny", num_rounds=num_rounds, min_clients=2, data_dir=tiny_data_dir,
         run_dir=tmp_path / name, resume_from=resume_from,
-        method_config={"rho": 0.05, "eta": 2.0, "stage1_steps": 1, "stage2_steps": 2}, **SITE_ARGS,
+        method_config={"rho": 0.05, "eta": 2.0, "stage1_steps": 1, "stage2_steps": 2, "dro_batch_size": 4}, **SITE_ARGS,
     )  # fmt: skip
     result = recipe.run(SimEnv(num_clients=2, workspace_root=str(tmp_path / f"ws-{name}"))).get_result()
     return Path(result) / "server" / "simulate_job" / "app_server" / MODEL_FILE
@@ -47,6 +48,7 @@ def test_feddra_runs_two_phases_per_round_and_resumes_its_weights(tmp_path, tiny
     assert [e["task"] for e in events if e["event"] == "round"] == ["train_deep", "train"]
     (dro,) = [e for e in events if e["event"] == "dro"]
     assert sum(dro["lmbda"].values()) == pytest.approx(1.0) and dro["divergence"] <= 0.05 * (1 + 1e-9)
+    assert dro["signal_batches"] == "fixed" and all(math.isfinite(v) for v in dro["losses"].values())  # scored
     ckpt = read_checkpoint(saved)
     assert ckpt["round"] == 0 and ckpt["state"]["lambda"] == pytest.approx(dro["lmbda"])
     _run(tmp_path, tiny_data_dir, "resumed", num_rounds=2, resume_from=saved)

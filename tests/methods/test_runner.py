@@ -13,7 +13,13 @@ from flare_vlp.methods.runner import run_in_process
 from flare_vlp.recipes import MethodRecipe
 
 FAST = {"train": {"bn_recalibration_batches": 1}}
-SETTINGS = {"rho": 0.5, "eta": 1.0, "stage1_steps": 1, "stage2_steps": 2}
+SETTINGS = {
+    "rho": 0.5,
+    "eta": 1.0,
+    "stage1_steps": 1,
+    "stage2_steps": 2,
+    "dro_batch_size": 4,
+}  # tiny: 6 and 18 val rows
 
 
 @pytest.mark.slow

@@ -10,6 +10,13 @@ FedDRA runs each round as two tasks: ``train_deep`` (stage 1: only the deep grou
 aggregates) and ``train`` (stage 2: the whole network). FedAID is the same without stage 1. Both send
 ``anchor_weight`` so every site adds ``lambda_anchor * (MSE(z_v, zbar_v) + MSE(z_t, zbar_t))`` to its loss.
 lambda is logged per round (``dro`` events in metrics.jsonl), persisted with the global model and restored on resume.
+
+The signal (``signal_batches``): with ``fixed`` (default) the round's first task carries ``dro_batches`` and
+``dro_batch_size`` and every site scores the received model on that many seeded batches of that many val rows
+(``dro_loss``; ``dro_local_loss`` for its own update on the same rows), so the signal's expected value does not depend
+on the val-set size; ``full_pass`` reads the whole-val-split ``global_val_loss`` / ``val_loss`` (the paper's form).
+``loss_scale: sum`` doubles the signal and tells the sites to train on ``2 * ITA`` (the reference's units);
+FedDRA's ``stage2_start: local`` tells the sites to keep their stage-1 weights and start stage 2 from them.
 """
 
 from __future__ import annotations
@@ -24,10 +31,16 @@ from flare_vlp.algorithms.dro import chi_square_divergence, dro_update, kl_diver
 from flare_vlp.methods.messages import Message, Task, TaskName
 from flare_vlp.methods.weights_strategy import WeightsStrategy, sample_counts
 
-__all__ = ["DROStrategy", "GLOBAL_LOSS", "LOCAL_LOSS"]
+__all__ = ["DROStrategy", "GLOBAL_LOSS", "LOCAL_LOSS", "DRO_LOSS", "DRO_LOCAL_LOSS"]
 
 GLOBAL_LOSS = "global_val_loss"
+"""Reply metric: the received model's loss over the site's whole val split (``signal_batches: full_pass``)."""
 LOCAL_LOSS = "val_loss"
+"""Reply metric: the site's own update's loss over its whole val split (``full_pass`` + ``excess``)."""
+DRO_LOSS = "dro_loss"
+"""Reply metric: the received model's loss on the round's fixed scoring batches (``signal_batches: fixed``)."""
+DRO_LOCAL_LOSS = "dro_local_loss"
+"""Reply metric: the site's own update's loss on the same scoring batches (``fixed`` + ``excess``)."""
 
 
 class DROStrategy(WeightsStrategy):
@@ -45,18 +58,29 @@ class DROStrategy(WeightsStrategy):
     # -- tasks ------------------------------------------------------------------------------------------------
 
     def task_options(self) -> dict[str, Any]:
-        weight = float(self.config.anchor_weight)
-        return {"anchor_weight": weight} if weight > 0 else {}
+        """Options of every task of a round: the anchor weight, the reference's loss unit, where stage 2 starts."""
+        cfg, options = self.config, {}
+        if float(cfg.anchor_weight) > 0:
+            options["anchor_weight"] = float(cfg.anchor_weight)
+        if cfg.loss_scale != "mean":
+            options["loss_scale"] = cfg.loss_scale
+        if cfg.two_stage and cfg.stage2_start != "global":
+            options["stage2_start"] = cfg.stage2_start  # stage 1: keep your weights; stage 2: start from them
+        return options
+
+    def signal_options(self) -> dict[str, Any]:
+        """Options of the round's first task only, whose replies move lambda: how to score the received model."""
+        if self.config.signal_batches != "fixed":
+            return {}
+        return {"dro_batches": int(self.config.dro_batches), "dro_batch_size": int(self.config.dro_batch_size)}
 
     def round_tasks(self, rnd: int) -> list[Task]:
-        total, options = self.ctx.num_rounds, self.task_options()
-        full = Task(TaskName.TRAIN, rnd, total, ("all",), self.config.stage2_steps, 0, options)
-        if not self.config.two_stage:
-            return [full]
-        deep = Task(
-            TaskName.TRAIN_DEEP, rnd, total, tuple(self.config.deep_groups), self.config.stage1_steps, 0, options
-        )
-        return [deep, Task(full.name, rnd, total, full.groups, full.local_steps, 1, options)]
+        cfg, total, options = self.config, self.ctx.num_rounds, self.task_options()
+        first = {**options, **self.signal_options()}
+        if not cfg.two_stage:
+            return [Task(TaskName.TRAIN, rnd, total, ("all",), cfg.stage2_steps, 0, first)]
+        deep = Task(TaskName.TRAIN_DEEP, rnd, total, tuple(cfg.deep_groups), cfg.stage1_steps, 0, first)
+        return [deep, Task(TaskName.TRAIN, rnd, total, ("all",), cfg.stage2_steps, 1, options)]
 
     def site_weights(self, task: Task, replies: Mapping[str, Message]) -> dict[str, float]:
         """lambda of the answering sites: updated once per round (first task), reused by the round's later task."""
@@ -110,6 +134,8 @@ class DROStrategy(WeightsStrategy):
             lmbda=dict(zip(sites, map(float, new))),
             losses=dict(zip(sites, map(float, losses))),
             signal=cfg.signal,
+            signal_batches=cfg.signal_batches,
+            loss_scale=cfg.loss_scale,
             divergence=divergence,
             rho=cfg.rho,
             binding=bool(cfg.rho > 0 and divergence >= cfg.rho * (1 - 1e-9)),
@@ -120,27 +146,34 @@ class DROStrategy(WeightsStrategy):
         return dict(zip(sites, map(float, new)))
 
     def _signals(self, replies: Mapping[str, Message], sites: list[str], current: np.ndarray) -> np.ndarray:
+        """l_k per site in the EG step's unit; a site without a finite one gets the lambda-weighted mean of the others
+        (its weight stays where it is: e.g. a val split smaller than one scoring batch)."""
+        cfg = self.config
+        fixed = cfg.signal_batches == "fixed"
+        key, local_key = (DRO_LOSS, DRO_LOCAL_LOSS) if fixed else (GLOBAL_LOSS, LOCAL_LOSS)
+        chance = math.log(cfg.dro_batch_size if fixed else max(2, self.ctx.cfg.train.batch_size))
         raw = np.full(len(sites), np.nan)
         for i, site in enumerate(sites):
             metrics = replies[site].metrics or {}
             try:
-                value = float(metrics[GLOBAL_LOSS])
-                if self.config.signal == "excess":
-                    value -= float(metrics[LOCAL_LOSS])
-                elif self.config.signal == "normalized":
-                    value /= math.log(max(2, self.ctx.cfg.train.batch_size))
+                value = float(metrics[key])
+                if cfg.signal == "excess":
+                    value -= float(metrics[local_key])
+                elif cfg.signal == "normalized":
+                    value /= chance
             except (KeyError, TypeError, ValueError):
                 value = float("nan")
-            raw[i] = value
+            raw[i] = value * cfg.signal_scale
         missing = ~np.isfinite(raw)
         if missing.all():
-            self.ctx.logger.warning(f"no site reported a finite {GLOBAL_LOSS!r}: DRO weights unchanged this round")
+            self.ctx.logger.warning(f"no site reported a finite {key!r}: DRO weights unchanged this round")
             return np.zeros(len(sites))
         if missing.any():
             bad = [s for s, m in zip(sites, missing) if m]
             fill = float(np.average(raw[~missing], weights=current[~missing]))
+            why = f" (val split under dro_batch_size={cfg.dro_batch_size} rows?)" if fixed else ""
             self.ctx.logger.warning(
-                f"sites {bad} sent no finite {GLOBAL_LOSS!r}; they keep their weight (loss := {fill:.4f})"
+                f"sites {bad} sent no finite {key!r}{why}; they keep their weight (loss := {fill:.4f})"
             )
             raw[missing] = fill
         return raw
