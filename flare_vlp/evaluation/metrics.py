@@ -12,9 +12,10 @@ __all__ = ["safe_auc", "per_finding_auc", "nanmean"]
 
 
 def safe_auc(y_true: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC, or NaN when only one class is present (AUC is undefined there)."""
-    y_true = np.asarray(y_true)
-    if y_true.size == 0 or y_true.min() == y_true.max():
+    """ROC AUC, or NaN when only one class is present or a score is NaN (e.g. a probe column fitted on one class):
+    AUC is undefined there."""
+    y_true, score = np.asarray(y_true), np.asarray(score, dtype=float)
+    if y_true.size == 0 or y_true.min() == y_true.max() or np.isnan(score).any():
         return float("nan")
     return float(roc_auc_score(y_true, np.asarray(score)))
 

@@ -26,6 +26,7 @@ from flare_vlp.experiments.builders import (
     load_model_weights,
     prepare_manifest,
 )
+from flare_vlp.experiments.convergence import convergence, global_loss_by_round
 from flare_vlp.experiments.plots import plot_dro_weights, plot_losses
 from flare_vlp.experiments.run_folder import RunFolder
 from flare_vlp.methods.registry import config_values, get_method, method_config, resolve
@@ -34,7 +35,7 @@ from flare_vlp.utils.io import atomic_output_dir
 __all__ = ["ENVS", "dro_trajectories", "run_federated"]
 
 
-ENVS = ("sim", "poc", "prod")
+ENVS = ("sim", "poc", "prod", "inprocess")
 
 
 def run_federated(
@@ -66,11 +67,12 @@ def run_federated(
     ``eta``, ``signal``, ...), validated before anything runs. ``device``: ``cpu``, ``cuda`` or ``auto`` for every
     site. ``roles`` / ``role_settings``: per-site roles of a multi-role method (see
     :class:`~flare_vlp.recipes.MethodRecipe`).
-    ``env``: ``sim`` (simulator), ``poc`` (a POC system on this machine, in ``poc_workspace``, default
-    ``RUN_DIR/flare/poc``; always stopped afterwards) or ``prod`` (a provisioned system: ``startup_kit`` is the admin
-    ``username``'s startup kit; every site ran ``flare-vlp jobs allow``). ``clients``: the FLARE client names, mapped
-    in order onto the data's training sites (default ``site-1..site-N``). ``timeout``: seconds to wait for a POC or
-    prod job (0: no limit).
+    ``env``: ``sim`` (simulator), ``inprocess`` (the platform's in-process runner: the same strategy and client
+    algorithms in this process, no FLARE; for benchmark seed grids), ``poc`` (a POC system on this machine, in
+    ``poc_workspace``, default ``RUN_DIR/flare/poc``; always stopped afterwards) or ``prod`` (a provisioned system:
+    ``startup_kit`` is the admin ``username``'s startup kit; every site ran ``flare-vlp jobs allow``). ``clients``:
+    the FLARE client names, mapped in order onto the data's training sites (default ``site-1..site-N``).
+    ``timeout``: seconds to wait for a POC or prod job (0: no limit).
     """
     spec = get_method(method)  # unknown method: error with the registered names
     method_args = config_values(method_config(method, method_args))
@@ -89,6 +91,20 @@ def run_federated(
     if len(clients) != len(sites):
         raise ValueError(f"{len(clients)} FLARE clients {clients} for {len(sites)} training sites {sites}")
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+        if env == "inprocess":
+            from flare_vlp.methods.runner import run_in_process
+
+            run_in_process(
+                method, sites=clients, run_dir=tmp, config=config, method_settings=method_args,
+                num_rounds=num_rounds, data_dir=data_dir, site_map=dict(zip(clients, sites)), local_steps=local_steps,
+                device=device, config_overrides=overrides, roles=roles, role_settings=role_settings,
+            )  # fmt: skip
+            model_file = tmp / "models" / "global.safetensors"
+            fl_seconds = time.perf_counter() - t0
+            echo(f"[{method}] in-process training done in {fl_seconds:.0f} s; evaluating the global model")
+            summary = _evaluate(cfg, manifest, model_file, tmp, method, fl_seconds, echo)
+            echo(f"[{method}] wrote {out_dir} ({time.perf_counter() - t0:.0f} s)")
+            return summary
         recipe = resolve(spec.recipe)(
             method=method,
             method_config=method_args,
@@ -162,7 +178,9 @@ def _evaluate(cfg, manifest, model_file: Path, root: Path, method: str, fl_secon
         lambdas = dro_trajectories(root / "metrics.jsonl")
         if lambdas:
             plot_dro_weights(lambdas, root / "plots" / "dro_weights.png", title=f"{method}: site weights lambda")
-        extra = {"eval": ev, "seconds_federated": round(fl_seconds, 1)}
+        rounds = global_loss_by_round(root / "metrics.jsonl")
+        extra = {"eval": ev, "seconds_federated": round(fl_seconds, 1), "global_loss_by_round": rounds}
+        extra["convergence"] = convergence(rounds, source="global held-out loss per round")
         if floor is not None:
             extra["floor"] = floor["summary"]
         run.write_summary(method, "federated", ev["summary"], **extra)
