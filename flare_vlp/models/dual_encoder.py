@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flare_vlp.models.feature_cache import fingerprint_tensors
 from flare_vlp.models.registry import build_image_encoder, build_text_encoder
 
 __all__ = ["BASE_GROUPS", "PARAM_GROUPS", "AlignBlock", "DualEncoder", "DualEncoderOutput", "build_dual_encoder"]
@@ -34,7 +35,8 @@ BASE_GROUPS = (
     "lora",
 )
 PARAM_GROUPS = (*BASE_GROUPS, "deep", "all")
-_LORA_MARK = "lora_"  # peft names adapter tensors lora_A / lora_B / lora_embedding_*
+_LORA_MARK = "lora_"
+_TEXT_TABLES: dict[str, dict[bytes, torch.Tensor]] = {}  # peft names adapter tensors lora_A / lora_B / lora_embedding_*
 
 
 class DualEncoderOutput(NamedTuple):
@@ -101,7 +103,7 @@ class DualEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.cache_frozen_text = cache_frozen_text
-        self._text_memo: dict[bytes, torch.Tensor] = {}
+        self._text_memo: dict[bytes, torch.Tensor] | None = None  # bound lazily to the table of the tower's weights
         if embed_dim < 1:
             raise ValueError(f"`embed_dim` must be positive, got {embed_dim}.")
         if not init_temperature > 0:
@@ -157,17 +159,28 @@ class DualEncoder(nn.Module):
             return self.text_encoder(input_ids, attention_mask)
         ids, mask = input_ids.detach().cpu(), attention_mask.detach().cpu().bool()
         keys = [row[m].numpy().tobytes() for row, m in zip(ids, mask)]
-        todo = [i for i, k in enumerate(keys) if k not in self._text_memo]
+        memo = self.text_memo()
+        todo = [i for i, k in enumerate(keys) if k not in memo]
         if todo:
             sel = torch.tensor(todo, device=input_ids.device)
             with torch.no_grad():
                 feats = self.text_encoder(input_ids.index_select(0, sel), attention_mask.index_select(0, sel))
             for i, f in zip(todo, feats.float().cpu()):
-                self._text_memo[keys[i]] = f
-        return torch.stack([self._text_memo[k] for k in keys]).to(input_ids.device)
+                memo[keys[i]] = f
+        return torch.stack([memo[k] for k in keys]).to(input_ids.device)
+
+    def text_memo(self) -> dict[bytes, torch.Tensor]:
+        """The memo of frozen text features: one table per process and text-encoder weights (fingerprinted), so
+        every model with the same frozen tower (the sites of an in-process run, the baselines, the evaluation model)
+        embeds each report once."""
+        if self._text_memo is None:
+            fingerprint = fingerprint_tensors(self.text_encoder.state_dict().items(), type(self.text_encoder).__name__)
+            self._text_memo = _TEXT_TABLES.setdefault(fingerprint, {})
+        return self._text_memo
 
     def clear_text_memo(self) -> None:
-        self._text_memo.clear()
+        """Unbind the memo (the next use re-reads the tower's weights); other models' shared entries stay."""
+        self._text_memo = None
 
     def share_text_memo(self, other: DualEncoder) -> None:
         """Use ``other``'s memo of frozen text features (e.g. the local-only baseline's site models, which all start
@@ -179,13 +192,13 @@ class DualEncoder(nn.Module):
         mine, theirs = self.text_encoder.state_dict(), other.text_encoder.state_dict()
         if mine.keys() != theirs.keys() or any(not torch.equal(mine[k], theirs[k]) for k in mine):
             raise ValueError("share_text_memo: the two models' text encoders differ; their features cannot be shared")
-        self._text_memo = other._text_memo
+        self._text_memo = other.text_memo()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # new text-encoder weights invalidate the memo; a load without them (a federated round, where the frozen
         # tower never travels) keeps it, so the frozen MiniLM is not re-run on the same reports every round
         if any(key.startswith(f"{prefix}text_encoder.") for key in state_dict):
-            self._text_memo.clear()
+            self.clear_text_memo()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> DualEncoderOutput:
@@ -296,7 +309,7 @@ class DualEncoder(nn.Module):
                     "dict from another architecture?)"
                 )
         if any(key.startswith("text_encoder.") for key in state):  # a round without the frozen tower keeps the memo
-            self._text_memo.clear()
+            self.clear_text_memo()
         with torch.no_grad():
             for key, value in state.items():
                 if key in own:
