@@ -84,3 +84,50 @@ def plot_dro_weights(
     if trajectories:
         ax.axhline(1.0 / len(trajectories), color="grey", ls="--", lw=1, label="uniform")
     return _save_lines(plt, fig, ax, path, "round", "lambda (aggregation weight)", title)
+
+
+def plot_overview(
+    per_site: Mapping[str, Mapping[str, float]],
+    lambdas: Mapping[str, Sequence[float]],
+    path: str | Path,
+    metric: str = "zero-shot macro AUC",
+    floor: float | None = None,
+) -> Path:
+    """One figure to read at a glance: ``metric`` per site side by side for every run (left) and the DRO weights per
+    round (right; omitted when there are none)."""
+    plt = _plt()
+    ncols = 2 if lambdas else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 3.8), dpi=110, squeeze=False)
+    ax = axes[0, 0]
+    runs = list(per_site)
+    sites = sorted({s for row in per_site.values() for s in row}, key=lambda s: (s.startswith("unseen"), s))
+    width = 0.8 / max(1, len(runs))
+    x = np.arange(len(sites))
+    for i, run in enumerate(runs):
+        vals = [per_site[run].get(s, np.nan) for s in sites]
+        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=run)
+    if floor is not None:
+        ax.axhline(floor, color="black", lw=0.8, ls=":", label="untrained floor")
+    ax.axhline(0.5, color="gray", lw=0.8, ls="--")
+    ax.set_xticks(x)
+    ax.set_xticklabels(sites, fontsize=8)
+    lo = np.nanmin([v for row in per_site.values() for v in row.values()] + [0.5])
+    ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per test site")
+    ax.legend(fontsize=7, ncol=min(3, len(runs) + 1))
+    ax.grid(axis="y", alpha=0.3)
+    if lambdas:
+        ax = axes[0, 1]
+        for site, values in sorted(lambdas.items()):
+            ax.plot(np.arange(len(values)), values, marker="o", ms=3, lw=1.4, label=site)
+        ax.axhline(1.0 / len(lambdas), color="grey", ls="--", lw=1, label="uniform")
+        ax.set_xlabel("round")
+        ax.set_ylabel("lambda (aggregation weight)")
+        ax.set_title("FedDRA site weights per round")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -6,10 +6,12 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from flare_vlp.experiments.plots import plot_comparison
 from flare_vlp.experiments.run_folder import load_summary
 
-__all__ = ["HEADLINE", "compare_runs", "comparison_table"]
+__all__ = ["HEADLINE", "compare_runs", "comparison_table", "per_site_scores"]
 
 HEADLINE = [
     "zero_shot_pooled",
@@ -34,6 +36,25 @@ def comparison_table(rows: dict[str, dict], metrics: Sequence[str] = HEADLINE) -
     for name, summary in rows.items():
         lines.append(f"| {name} | " + " | ".join(_cell(summary.get(m)) for m in metrics) + " |")
     return "\n".join(lines)
+
+
+def per_site_scores(run_dir: str | Path, metric: str = "zero_shot") -> dict[str, float]:
+    """``metric``'s macro AUC per test site of a run (a local-only run: each site's own model on its own site, and
+    the mean of the site models on a test-only site)."""
+    ev = load_summary(run_dir).get("eval", {})
+    out: dict[str, float] = {}
+    if "per_site_models" in ev:
+        models = ev["per_site_models"]
+        for site, model_ev in models.items():
+            out[site] = model_ev["groups"][site][metric]["macro"]
+        held_out = {g for m in models.values() for g in m["groups"]} - set(models) - {"pooled"}
+        for group in held_out:
+            out[group] = float(np.nanmean([m["groups"][group][metric]["macro"] for m in models.values()]))
+        return out
+    for group, values in ev.get("groups", {}).items():
+        if group != "pooled" and metric in values:
+            out[group] = values[metric]["macro"]
+    return out
 
 
 def compare_runs(run_dirs: Sequence[str | Path], plot_path: str | Path | None = None) -> str:
