@@ -170,7 +170,7 @@ class DashboardAPI:
         self.call("PATCH", f"/users/{user_id}", {"approval_state": 100})
 
     def download_kit(self, kind: str, item_id: int, dest: str | Path, pin: str) -> Path:
-        """Download the ``kind`` (``servers``, ``clients``, ``users``) kit ``item_id`` as a PIN-locked zip to ``dest``."""
+        """Download kit ``item_id`` of ``kind`` (``servers``, ``clients``, ``users``), a PIN-locked zip, to ``dest``."""
         reply = self.call("POST", f"/{kind}/{item_id}/blob", {"pin": pin})
         if not reply.content.startswith(b"PK"):
             raise DashboardError(f"POST /{kind}/{item_id}/blob: no kit, the dashboard said {reply.text.strip()[:200]}")
