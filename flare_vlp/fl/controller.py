@@ -152,7 +152,8 @@ class StrategyController(ModelController):
     def _run_task(self, task: Task, sites: list[str], run: RunFolder) -> bool:
         """Send ``task``, hand the replies to the strategy, combine; ``False`` (after a panic) if the task failed."""
         replies = {site: from_flmodel(result) for site, result in self._send(task, sites).items()}
-        for site in sorted(set(sites) - set(replies)):
+        missing = sorted(set(sites) - set(replies))
+        for site in missing:
             self.warning(
                 f"round {task.round} {task.name}: no result from {site} (task error, abort or timeout; see its log)"
             )
@@ -167,8 +168,12 @@ class StrategyController(ModelController):
         try:
             self.strategy.aggregate(task, rejected)
         except RoundFailedError as e:
-            self.error(str(e))
-            self.panic(str(e))
+            reason = str(e)
+            if missing:
+                reason += f"; no {task.name} result from {missing} (a dead or stalled site, a task error or a timeout)"
+            self.error(reason)
+            run.log("failed", round=task.round, task=task.name, reason=reason, no_result=missing)
+            self.panic(reason)
             return False
         return True
 

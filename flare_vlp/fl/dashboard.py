@@ -8,7 +8,8 @@ and keeps its database inside site-packages; :class:`DashboardServer` runs the s
 pid file and log) in a folder of the caller's choice. :class:`DashboardAPI` is a thin client of its REST routes
 (``/nvflare-dashboard/api/v1/...``), and :func:`provision_with_dashboard` does what the people of a project do there,
 in order: set the project (server ``localhost`` so the FL server binds loopback only, its port), register and approve
-the client sites and an admin user, freeze, download and unlock every kit, and allow flare_vlp components in each.
+the client sites and an admin user, freeze, download and unlock every kit, allow flare_vlp components in each, and
+keep the server's job store inside its kit (:func:`~flare_vlp.fl.system.keep_server_storage_in_kit`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import requests
 
 from flare_vlp.fl.policy import allow_flare_vlp
 from flare_vlp.fl.provision import LOOPBACK_SERVER, free_port
+from flare_vlp.fl.system import keep_server_storage_in_kit
 
 __all__ = ["API_PREFIX", "DashboardAPI", "DashboardError", "DashboardServer", "Kits", "provision_with_dashboard"]
 
@@ -274,4 +276,5 @@ def provision_with_dashboard(
     )
     for kit in [kits.server, *kits.clients.values()]:
         allow_flare_vlp(kit / "local")
+    keep_server_storage_in_kit(kits.server)
     return kits

@@ -12,6 +12,7 @@ API; Ctrl-C aborts the job.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import signal
 import threading
@@ -20,15 +21,16 @@ from pathlib import Path
 
 from nvflare.apis.job_def import RunStatus
 from nvflare.fuel.flare_api.api_spec import MonitorReturnCode
-from nvflare.fuel.flare_api.flare_api import Session, new_secure_session
+from nvflare.fuel.flare_api.flare_api import Session
 from nvflare.recipe.poc_env import PocEnv
 from nvflare.recipe.prod_env import ProdEnv
 from nvflare.recipe.spec import Recipe
 
 from flare_vlp.fl.controller import PROGRESS_GROUP
 from flare_vlp.fl.poc import poc_admin_kit, stop_poc
+from flare_vlp.fl.system import admin_session
 
-__all__ = ["RUN_FILES", "collect_run_files", "job_progress", "no_sigint", "run_in_poc", "run_in_prod"]
+__all__ = ["RUN_FILES", "collect_run_files", "failure_events", "job_progress", "no_sigint", "run_in_poc", "run_in_prod"]
 
 RUN_FILES = ("metrics.jsonl", "config.yaml", "models", "plots", "tensorboard")
 """What the server's components write into their run folder (files and folders; see ``flare_vlp.fl.controllers``)."""
@@ -37,7 +39,7 @@ Echo = Callable[[str], None]
 
 
 def _session(username: str, kit: str | Path, login_timeout: float) -> Session:
-    return new_secure_session(username=username, startup_kit_location=str(kit), timeout=login_timeout)
+    return admin_session(kit, username, timeout=login_timeout)
 
 
 def job_progress(sess: Session, job_id: str) -> dict | None:
@@ -160,6 +162,8 @@ def run_in_prod(recipe: Recipe, env: ProdEnv, dest: str | Path, *, timeout: floa
                 sess.abort_job(job_id)
             echo(f"prod: aborted job {job_id}")
             raise
+        except RuntimeError as e:  # the job failed: fetch its result for the reason the server recorded
+            raise RuntimeError(f"{e}{_failure_reason(sess, job_id, dest)}") from e
         Path(dest).mkdir(parents=True, exist_ok=True)
         result = sess.download_job_result(job_id, destination=str(dest))
     finally:
@@ -167,6 +171,28 @@ def run_in_prod(recipe: Recipe, env: ProdEnv, dest: str | Path, *, timeout: floa
     if not result or not Path(result).is_dir():
         raise RuntimeError(f"job {job_id}: the FLARE API returned no result folder (got {result!r})")
     return Path(result)
+
+
+def failure_events(result: str | Path) -> list[dict]:
+    """The controller's ``failed`` events (round, task, reason naming the sites) in a downloaded job result."""
+    events = []
+    for metrics in sorted(Path(result).rglob("metrics.jsonl")):
+        for line in metrics.read_text().splitlines():
+            event = json.loads(line) if line.strip() else {}
+            if event.get("event") == "failed":
+                events.append(event)
+    return events
+
+
+def _failure_reason(sess: Session, job_id: str, dest: str | Path) -> str:
+    """``"; server: <reason>"`` from the failed job's downloaded result, or ``""`` if it cannot be had."""
+    try:
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        result = sess.download_job_result(job_id, destination=str(dest))
+    except Exception:  # the download is a courtesy: the job's own error is raised anyway
+        return ""
+    events = failure_events(result) if result else []
+    return "; server: " + "; ".join(e["reason"] for e in events) if events else ""
 
 
 def collect_run_files(result: str | Path, run_dir: str | Path) -> list[Path]:

@@ -21,7 +21,7 @@ from nvflare.recipe.poc_env import PocEnv
 
 from flare_vlp.fl.provision import BUILDER_PATH, POC_ADMIN, write_poc_project
 
-__all__ = ["end_processes", "make_poc_env", "prepare_poc_env", "poc_admin_kit", "poc_pids", "stop_poc"]
+__all__ = ["cmdline", "end_processes", "make_poc_env", "prepare_poc_env", "poc_admin_kit", "poc_pids", "stop_poc"]
 
 LOGIN_TIMEOUT = 60.0
 """Seconds the job submission waits for the freshly started server (2 busy cores can take a while)."""
@@ -81,7 +81,7 @@ def poc_admin_kit(workspace: str | Path) -> Path:
     return candidates[-1]
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
@@ -111,7 +111,7 @@ def poc_pids(workspace: str | Path) -> list[int]:
                 continue
         except OSError:
             continue
-        cmd = _cmdline(int(entry.name))
+        cmd = cmdline(int(entry.name))
         if (workspace + os.sep in cmd or workspace + " " in cmd) and _is_live(int(entry.name)):
             found.append((0 if "start.sh" in cmd else 1, int(entry.name)))
     return [pid for _, pid in sorted(found)]

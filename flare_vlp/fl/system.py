@@ -11,7 +11,10 @@ everything down through the admin kit, then ends by PID every process still runn
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,12 +22,31 @@ from pathlib import Path
 
 from nvflare.fuel.flare_api.flare_api import Session, new_secure_session
 
-from flare_vlp.fl.poc import end_processes
+from flare_vlp.fl.poc import cmdline, end_processes, poc_pids
 
-__all__ = ["FlareSystem", "admin_session", "start_site"]
+__all__ = ["AdminLoginError", "FlareSystem", "admin_session", "keep_server_storage_in_kit", "start_site"]
 
 CONNECT_TIMEOUT = 120.0
 """Seconds the server and the clients may take to come up and register (2 busy cores can take a while)."""
+
+
+def keep_server_storage_in_kit(server_kit: str | Path) -> Path:
+    """Point the server's job store and snapshot storage (``local/resources.json``) into ``<kit>/storage``.
+
+    FLARE's defaults, ``/tmp/nvflare/jobs-storage`` and ``/tmp/nvflare/snapshot-storage``, are shared by every
+    FLARE server of the machine (another project's, POC's); a folder of the kit's own keeps jobs apart and goes away
+    with the kit. Returns the ``resources.json`` written.
+    """
+    local = Path(server_kit) / "local"
+    path = local / "resources.json"
+    resources = json.loads((path if path.is_file() else local / "resources.json.default").read_text())
+    storage = (Path(server_kit) / "storage").absolute()
+    resources["snapshot_persistor"]["args"]["storage"]["args"]["root_dir"] = str(storage / "snapshot")
+    for component in resources["components"]:
+        if component.get("id") == "job_manager":
+            component["args"]["uri_root"] = str(storage / "jobs")
+    path.write_text(json.dumps(resources, indent=4) + "\n")
+    return path
 
 
 def start_site(kit: str | Path, *, env: dict | None = None) -> subprocess.Popen:
@@ -43,9 +65,29 @@ def start_site(kit: str | Path, *, env: dict | None = None) -> subprocess.Popen:
         )  # fmt: skip
 
 
+class AdminLoginError(RuntimeError):
+    """The FLARE admin login failed; the message names the user, the kit, the server and the likely causes."""
+
+
 def admin_session(admin_kit: str | Path, username: str, *, timeout: float = CONNECT_TIMEOUT) -> Session:
-    """A FLARE API session with the admin's kit (TLS, the admin's certificate); waits up to ``timeout`` for login."""
-    return new_secure_session(username=username, startup_kit_location=str(admin_kit), timeout=timeout)
+    """A FLARE API session with the admin's kit (TLS, the admin's certificate); waits up to ``timeout`` for login.
+
+    Raises:
+        AdminLoginError: the server refused the login or could not be reached; FLARE's own error
+            (e.g. ``FLCommunicationError: error:client_registration``) is kept in the message.
+    """
+    try:
+        return new_secure_session(username=username, startup_kit_location=str(admin_kit), timeout=timeout)
+    except Exception as e:
+        admin = {}
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            admin = json.loads((Path(admin_kit) / "startup" / "fed_admin.json").read_text())["admin"]
+        raise AdminLoginError(
+            f"FLARE admin login as {username!r} with startup kit {admin_kit} failed "
+            f"(server {admin.get('host')}:{admin.get('port')}, kit of user {admin.get('username')!r} in project "
+            f"{admin.get('project_name')!r}): {type(e).__name__}: {e}. The user name must be the one the kit was "
+            "issued to, the kit must come from this server's project, and the server must be up."
+        ) from e
 
 
 class FlareSystem:
@@ -117,10 +159,22 @@ class FlareSystem:
             f"see <kit>/console.log and <kit>/log.txt under {self.root}"
         )
 
-    def kill(self, name: str) -> None:
-        """SIGKILL participant ``name`` (``server`` or a site) and its job processes: a crash, for drills."""
+    def kill(self, name: str, *, job_id: str | None = None) -> list[int]:
+        """SIGKILL participant ``name`` (``server`` or a site) with its job processes (a crashed machine), or with
+        ``job_id`` only that job's process of it (a crashed training process; the site itself stays up and reports
+        the dead job to the server). Returns the PIDs killed."""
         kit = self.server_kit if name == "server" else self.client_kits[name]
-        end_processes(kit, grace=0, sigterm=False)
+        pids = poc_pids(kit)
+        if job_id is not None:
+            pids = [pid for pid in pids if job_id in cmdline(pid)]
+            if not pids:
+                raise ProcessLookupError(f"no process of job {job_id} at {name!r} (has the job started there?)")
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if name in self.processes and job_id is None:
+            self.processes[name].wait(10)
+        return pids
 
     def stop(self, *, grace: float = 20.0) -> list[int]:
         """Shut the system down through the admin (best effort), then end every process under ``root`` by PID.
