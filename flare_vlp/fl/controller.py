@@ -152,6 +152,9 @@ class StrategyController(ModelController):
     def _run_task(self, task: Task, sites: list[str], run: RunFolder) -> bool:
         """Send ``task``, hand the replies to the strategy, combine; ``False`` (after a panic) if the task failed."""
         replies = {site: from_flmodel(result) for site, result in self._send(task, sites).items()}
+        if self.abort_signal.triggered:  # FLARE ended the job (an admin's abort, a site's crashed job process)
+            self.warning(f"round {task.round} {task.name}: job aborted; the last persisted round stays as it was")
+            return False
         missing = sorted(set(sites) - set(replies))
         for site in missing:
             self.warning(

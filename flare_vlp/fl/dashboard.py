@@ -245,7 +245,7 @@ def provision_with_dashboard(
     api.login(email, password)
     api.set_project(
         short_name=project,
-        title=f"{project}: flare_vlp on loopback",
+        title=f"{project}: federated vision-language pre-training",
         description="provisioned by flare_vlp.fl.dashboard",
         server1=LOOPBACK_SERVER,  # the FL server binds loopback only when its name is a loopback host
         server_props={"fed_learn_port": port, "admin_port": port},

@@ -236,25 +236,49 @@ def test_a_killed_site_job_finishes_with_the_others_when_min_clients_allows(syst
 
 
 def test_a_killed_site_below_min_clients_fails_naming_the_site(system, tmp_path):
-    """Only site-2's job process is SIGKILLed in round 1 (its FLARE client survives and reports the dead job): the
-    round has 1 valid update of the 2 that ``min_clients`` asks for, so the job fails, naming site-2."""
+    """The whole site-2 is SIGKILLed in round 1: the round has 1 valid update of the 2 that ``min_clients`` asks for
+    once the task times out, so the job fails with an error naming site-2."""
     t0 = time.perf_counter()
     job_id = _submit(system, _job("kill_fail_vlp", system, rounds=2, min_clients=2), tmp_path)
     _wait_round(system, job_id, 1)
-    killed = system.kill("site-2", job_id=job_id)  # its training process dies; the FLARE client reports it
+    killed = system.kill("site-2")
     status, result = _finish(system, job_id, tmp_path / "result")
     seconds = time.perf_counter() - t0
     failed = failure_events(result)
     _report("a2", status=status, seconds=round(seconds), killed=killed, error=[e["reason"] for e in failed])
     assert killed and status != RunStatus.FINISHED_COMPLETED.value
-    assert len(failed) == 1 and failed[0]["round"] == 1
-    assert "site-2" in failed[0]["reason"] and "min_clients=2" in failed[0]["reason"]
+    assert len(failed) == 1 and failed[0]["round"] == 1 and failed[0]["no_result"] == ["site-2"]
+    assert "valid: ['site-1']" in failed[0]["reason"] and "min_clients=2" in failed[0]["reason"]
     # the error a user of `flare-vlp run --env prod` sees: the job's status plus the server's reason
     from flare_vlp.fl.deploy import _failure_reason
 
     sess = system.session()
     try:
         assert "no train result from ['site-2']" in _failure_reason(sess, job_id, tmp_path / "again")
+    finally:
+        sess.close()
+    system.start_client("site-2")
+    system.wait_for_clients(SITES)
+
+
+def test_a_crashed_training_process_fails_the_job_in_flare(system, tmp_path):
+    """Only site-2's job process is SIGKILLed (its FLARE client lives on and reports the crash): FLARE 2.9 fails the
+    whole job at once ("Failing job ... due to reported failure from site-2"), whatever ``min_clients`` says; the
+    controller records no round failure for sites that did nothing wrong, and the sites stay up."""
+    t0 = time.perf_counter()
+    job_id = _submit(system, _job("crash_job_vlp", system, rounds=3, min_clients=1), tmp_path)
+    _wait_round(system, job_id, 1)
+    killed = system.kill("site-2", job_id=job_id)
+    status, result = _finish(system, job_id, tmp_path / "result")
+    seconds = time.perf_counter() - t0
+    server_log = (system.server_kit / "log.txt").read_text(errors="replace")
+    _report("a3", status=status, seconds=round(seconds), killed=killed)
+    assert killed and status != RunStatus.FINISHED_COMPLETED.value
+    assert f"Failing job {job_id} due to reported failure from site-2" in server_log
+    assert failure_events(result) == []
+    sess = system.session()
+    try:
+        assert {c.name for c in sess.get_connected_client_list()} == set(SITES)
     finally:
         sess.close()
 
