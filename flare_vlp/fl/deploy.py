@@ -16,6 +16,7 @@ import json
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,6 +37,9 @@ RUN_FILES = ("metrics.jsonl", "config.yaml", "models", "plots", "tensorboard")
 """What the server's components write into their run folder (files and folders; see ``flare_vlp.fl.controllers``)."""
 
 Echo = Callable[[str], None]
+PROGRESS_DELAY = 4.0
+"""Seconds after a job turns RUNNING before its round progress is asked for (earlier asks only fill the server's
+error log: its job process is not up yet)."""
 
 
 def _session(username: str, kit: str | Path, login_timeout: float) -> Session:
@@ -62,14 +66,16 @@ def job_progress(sess: Session, job_id: str) -> dict | None:
 def _follow(sess: Session, job_id: str, timeout: float, echo: Echo) -> None:
     """Wait for ``job_id`` to end, echoing its status and each round as it starts; raise unless it completed.
     ``timeout`` 0 waits for ever; on timeout it aborts."""
-    seen = {"status": None, "progress": None}
+    seen = {"status": None, "progress": None, "since": 0.0}
 
     def on_poll(_sess, _job_id, meta, *_args, **_kwargs) -> bool:
         status = meta.get("status")
         if status != seen["status"]:
             echo(f"job {job_id}: {status}")
-            seen["status"] = status
-        progress = job_progress(sess, job_id) if status == RunStatus.RUNNING.value else None
+            seen["status"], seen["since"] = status, time.monotonic()
+        # the server's job process needs a few seconds after RUNNING before it can answer for its stats
+        running = status == RunStatus.RUNNING.value and time.monotonic() - seen["since"] > PROGRESS_DELAY
+        progress = job_progress(sess, job_id) if running else None
         if progress and progress.get("round") is not None:
             step = (progress["round"], progress.get("task"))
             if step != seen["progress"]:

@@ -27,6 +27,7 @@ from flare_vlp.fl.dashboard import DashboardServer, Kits, provision_with_dashboa
 from flare_vlp.fl.deploy import no_sigint
 from flare_vlp.fl.poc import end_processes
 from flare_vlp.fl.system import FlareSystem
+from flare_vlp.methods.registry import get_method
 from flare_vlp.recipes.run import run_federated
 
 __all__ = ["DEFAULT_CREDENTIAL", "provision_and_start", "run_with_dashboard"]
@@ -100,10 +101,14 @@ def run_with_dashboard(
 
     Returns:
         The run's headline summary (as ``flare-vlp run``).
+
+    Raises:
+        ValueError: ``out_dir`` is not empty, or a bad run argument (before anything starts).
     """
+    get_method(method)  # an unknown method fails here, before anything starts
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir}: exists and is not empty; choose a new folder")
+        raise ValueError(f"{out_dir}: exists and is not empty; choose a new folder for the deployment")
     if sites is None:
         sites = int(load_config(config, run_args.get("overrides")).data.synth.get("sites", 2))
     clients = [f"site-{i + 1}" for i in range(sites)]

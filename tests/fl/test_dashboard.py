@@ -82,6 +82,18 @@ def test_dashboard_errors_name_what_is_wrong(provisioned, tmp_path):
         provision_with_dashboard(dashboard.url, CREDENTIAL, tmp_path, SITES, project="a-very-long-project-name")
 
 
+def test_deploy_dashboard_cli_refuses_a_used_folder_before_starting_anything(tmp_path, capsys):
+    from flare_vlp.cli import build_parser, main
+
+    args = build_parser().parse_args(["deploy", "dashboard", "--out", str(tmp_path / "new")])
+    assert (args.method, args.config, args.rounds, args.sites) == ("fedavg", "tiny", 2, None)
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "old.txt").write_text("x")
+    assert main(["deploy", "dashboard", "--out", str(tmp_path / "used")]) == 2
+    assert f"{tmp_path / 'used'}: exists and is not empty" in capsys.readouterr().err
+    assert not (tmp_path / "used" / "deploy").exists()
+
+
 def _browser():
     """Headless Chromium through Selenium, or a skip that says what is missing."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")

@@ -16,6 +16,7 @@ printed (``-s``) and recorded in docs/deployment.md.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -169,7 +170,7 @@ def test_d_wrong_admin_credential_and_a_foreign_kit_are_refused(system, tmp_path
         )
     t1 = time.perf_counter()
     with pytest.raises(AdminLoginError, match="in project 'other'") as foreign:
-        admin_session(kits.admin, kits.admin_user, timeout=8).close()
+        admin_session(kits.admin, kits.admin_user, timeout=5).close()
     foreign_s = time.perf_counter() - t1
     # the dashboard refuses a wrong password too
     from flare_vlp.fl.dashboard import DashboardAPI, DashboardError
@@ -186,60 +187,65 @@ def test_d_wrong_admin_credential_and_a_foreign_kit_are_refused(system, tmp_path
     sess.close()
 
 
-# -- (c) corrupted updates ------------------------------------------------------------------------------------------
+# -- (c) corrupted updates and (a) a site killed mid-run, min_clients allowing: one faulty site, one run ---------------
+
+FAULTY_ROUNDS = 4
 
 
-def test_c_corrupted_updates_are_excluded_and_the_global_model_stays_finite(system, tmp_path):
+@pytest.fixture(scope="module")
+def faulty_site_run(system, tmp_path_factory):
+    """One FedAvg job (4 rounds, ``min_clients=1``) in which site-2 sends a NaN update (round 1), then updates of the
+    wrong shape, and is SIGKILLed as a whole (client and job process, a machine that dies) once round 3 starts.
+    Afterwards site-2 is started again (its operator restarts it), so the system is whole for the next drills."""
+    tmp = tmp_path_factory.mktemp("faulty")
     t0 = time.perf_counter()
-    job = _job("corrupt_vlp", system, rounds=2, min_clients=1, executors={"site-2": CorruptingExecutor})
-    job_id = _submit(system, job, tmp_path)
-    status, result = _finish(system, job_id, tmp_path / "result")
+    job = _job("faulty_vlp", system, rounds=FAULTY_ROUNDS, min_clients=1, executors={"site-2": CorruptingExecutor})
+    job_id = _submit(system, job, tmp)
+    _wait_round(system, job_id, 2)
+    system.kill("site-2")
+    killed_at = time.perf_counter() - t0
+    status, result = _finish(system, job_id, tmp / "result")
     seconds = time.perf_counter() - t0
+    system.start_client("site-2")
+    system.wait_for_clients(SITES)
+    return {"job_id": job_id, "status": status, "result": result, "seconds": seconds, "killed_at": killed_at}
+
+
+def test_c_corrupted_updates_are_excluded_and_the_global_model_stays_finite(system, faulty_site_run):
+    run, result = faulty_site_run, faulty_site_run["result"]
     rejected = _events(result, "rejected")
-    _report(
-        "c", status=status, seconds=round(seconds), rejected=[(e["round"], e["site"], e["reason"]) for e in rejected]
-    )
-    assert status == RunStatus.FINISHED_COMPLETED.value
-    assert [(e["round"], e["site"]) for e in rejected] == [(0, "site-2"), (1, "site-2")]
-    assert "NaN" in rejected[0]["reason"] and "shape" in rejected[1]["reason"]
-    rounds = _events(result, "round")
-    assert [r["sites"] for r in rounds] == [["site-1"], ["site-1"]]
+    reasons = [(e["round"], e["site"], e["reason"]) for e in rejected]
+    _report("c", status=run["status"], seconds=round(run["seconds"]), rejected=reasons)
+    assert run["status"] == RunStatus.FINISHED_COMPLETED.value
+    assert {e["site"] for e in rejected} == {"site-2"} and [e["round"] for e in rejected][:2] == [0, 1]
+    assert "non-finite value(s) (NaN/Inf)" in rejected[0]["reason"] and "shape" in rejected[1]["reason"]
+    assert [r["sites"] for r in _events(result, "round")] == [["site-1"]] * FAULTY_ROUNDS
     ckpt = read_checkpoint(next(result.rglob(MODEL_FILE)))
-    assert ckpt["round"] == 1 and all(np.isfinite(v).all() for v in ckpt["params"].values())
-    site_log = (system.client_kits["site-2"] / job_id / "log.txt").read_text()
+    assert ckpt["round"] == FAULTY_ROUNDS - 1 and all(np.isfinite(v).all() for v in ckpt["params"].values())
+    site_log = (system.client_kits["site-2"] / run["job_id"] / "log.txt").read_text()
     assert CORRUPT_MESSAGE in site_log
 
 
-# -- (a) a site killed mid-run --------------------------------------------------------------------------------------
-
-
-def test_a_killed_site_job_finishes_with_the_others_when_min_clients_allows(system, tmp_path):
-    """The whole site-2 (its FLARE client and its job process) is SIGKILLed in round 1, like a machine that dies:
-    nobody reports it, so round 1 goes on with site-1 once the others had ``wait_after_min_s`` (5 s) more."""
-    t0 = time.perf_counter()
-    job_id = _submit(system, _job("kill_ok_vlp", system, rounds=2, min_clients=1), tmp_path)
-    _wait_round(system, job_id, 1)
-    system.kill("site-2")
-    killed_at = time.perf_counter() - t0
-    status, result = _finish(system, job_id, tmp_path / "result")
-    seconds = time.perf_counter() - t0
-    rounds = _events(result, "round")
+def test_a_killed_site_job_finishes_with_the_others_when_min_clients_allows(faulty_site_run):
+    """Nobody reports a site whose machine died: each round from then on is combined from site-1 once it had
+    ``wait_after_min_s`` (5 s) to wait for the others; the job completes."""
+    run, result = faulty_site_run, faulty_site_run["result"]
     no_result = _events(result, "no_result")
-    missing = [(e["round"], e["site"]) for e in no_result]
-    _report("a1", status=status, seconds=round(seconds), killed_at_s=round(killed_at),
-            rounds=[(r["round"], r["sites"]) for r in rounds], no_result=missing)  # fmt: skip
-    assert status == RunStatus.FINISHED_COMPLETED.value
-    assert [r["round"] for r in rounds] == [0, 1] and rounds[1]["sites"] == ["site-1"]
-    assert [(e["round"], e["site"]) for e in no_result] == [(1, "site-2")]
-    system.start_client("site-2")  # the site comes back (its operator restarts it) for the next drills
-    system.wait_for_clients(SITES)
+    _report("a1", status=run["status"], seconds=round(run["seconds"]), killed_at_s=round(run["killed_at"]),
+            no_result=[(e["round"], e["site"]) for e in no_result])  # fmt: skip
+    assert run["status"] == RunStatus.FINISHED_COMPLETED.value
+    assert [r["round"] for r in _events(result, "round")] == list(range(FAULTY_ROUNDS))
+    # killed once round index 2 started: that round still has site-2's (rejected) reply if it answered first
+    first_missing = no_result[0]["round"]
+    assert first_missing in (2, 3) and {e["site"] for e in no_result} == {"site-2"}
+    assert [e["round"] for e in no_result] == list(range(first_missing, FAULTY_ROUNDS))
 
 
 def test_a_killed_site_below_min_clients_fails_naming_the_site(system, tmp_path):
     """The whole site-2 is SIGKILLed in round 1: the round has 1 valid update of the 2 that ``min_clients`` asks for
     once the task times out, so the job fails with an error naming site-2."""
     t0 = time.perf_counter()
-    job_id = _submit(system, _job("kill_fail_vlp", system, rounds=2, min_clients=2), tmp_path)
+    job_id = _submit(system, _job("kill_fail_vlp", system, rounds=3, min_clients=2), tmp_path)
     _wait_round(system, job_id, 1)
     killed = system.kill("site-2")
     status, result = _finish(system, job_id, tmp_path / "result")
@@ -247,7 +253,7 @@ def test_a_killed_site_below_min_clients_fails_naming_the_site(system, tmp_path)
     failed = failure_events(result)
     _report("a2", status=status, seconds=round(seconds), killed=killed, error=[e["reason"] for e in failed])
     assert killed and status != RunStatus.FINISHED_COMPLETED.value
-    assert len(failed) == 1 and failed[0]["round"] == 1 and failed[0]["no_result"] == ["site-2"]
+    assert len(failed) == 1 and failed[0]["round"] in (1, 2) and failed[0]["no_result"] == ["site-2"]
     assert "valid: ['site-1']" in failed[0]["reason"] and "min_clients=2" in failed[0]["reason"]
     # the error a user of `flare-vlp run --env prod` sees: the job's status plus the server's reason
     from flare_vlp.fl.deploy import _failure_reason
@@ -261,6 +267,10 @@ def test_a_killed_site_below_min_clients_fails_naming_the_site(system, tmp_path)
     system.wait_for_clients(SITES)
 
 
+@pytest.mark.skipif(
+    not os.environ.get("FLARE_VLP_ALL_DRILLS"),
+    reason="FLARE's own behaviour, ~30 s: kept out of the default suite; run with FLARE_VLP_ALL_DRILLS=1",
+)
 def test_a_crashed_training_process_fails_the_job_in_flare(system, tmp_path):
     """Only site-2's job process is SIGKILLed (its FLARE client lives on and reports the crash): FLARE 2.9 fails the
     whole job at once ("Failing job ... due to reported failure from site-2"), whatever ``min_clients`` says; the
@@ -299,6 +309,11 @@ def test_b_server_restart_resumes_from_the_last_persisted_round(system, tmp_path
     system.start_server()
     system.wait_for_clients(SITES)
     back_at = time.perf_counter() - t0
+    sess = system.session()
+    try:
+        stale = sess.get_job_meta(job_id)["status"]  # FLARE does not resume (or end) the job the crash interrupted
+    finally:
+        sess.close()
     resume = tmp_path / "resume_from.pt"
     resume.write_bytes(checkpoint.read_bytes())  # the crashed job's folder belongs to the server; keep a copy
     job = _job("feddra_resume_vlp", system, rounds=rounds, min_clients=2, method="feddra", resume_from=str(resume))
@@ -306,13 +321,15 @@ def test_b_server_restart_resumes_from_the_last_persisted_round(system, tmp_path
     status, result = _finish(system, resumed_id, tmp_path / "result")
     seconds = time.perf_counter() - t0
     trained = sorted({r["round"] for r in _events(result, "round")})
-    lost = 1 - (saved["round"] + 1)  # rounds done before the crash that the resumed job has to redo
-    _report("b", killed_in_round=1, persisted_round=saved["round"], resumed_rounds=trained, rounds_lost=lost,
+    lost = 1 - (saved["round"] + 1)  # rounds completed before the crash that the resumed job redoes (<= 0: none)
+    _report("b", killed_in_round=1, persisted_round=saved["round"], resumed_rounds=trained,
+            completed_rounds_lost=lost, round_in_flight_rerun=1,
             lambda_saved=saved["state"].get("lambda"), killed_at_s=round(killed_at), server_back_s=round(back_at),
-            seconds=round(seconds), status=status)  # fmt: skip
+            seconds=round(seconds), status=status, crashed_job_status_after_restart=stale)  # fmt: skip
     assert status == RunStatus.FINISHED_COMPLETED.value
-    assert saved["round"] == 0 and trained == [1, 2] and lost == 0
+    # killed once round 1 had started: round 0 is persisted (round 1 too if it finished before the kill landed)
+    assert saved["round"] in (0, 1) and trained == list(range(saved["round"] + 1, rounds)) and lost <= 0
     assert saved["state"]["lambda"], "FedDRA's lambda is in the persisted state"
     server_log = "\n".join(p.read_text(errors="replace") for p in result.rglob("log.txt"))
     assert f"restored DRO weights {saved['state']['lambda']}" in server_log
-    assert next(e for e in _events(result, "dro"))["round"] == 1
+    assert next(e for e in _events(result, "dro"))["round"] == saved["round"] + 1
