@@ -3,8 +3,9 @@ startup kits, TLS with mutual authentication), each bounded in time:
 
 (d) a wrong admin credential and another project's startup kit are refused, with the error a user sees;
 (c) a site that sends a corrupted update (NaN, then a wrong shape) is excluded and logged; the global model is finite;
-(a) a site process killed mid-run: the job finishes with the other site when ``min_clients`` allows, else it fails
-    with an error that names the site;
+(a) a site killed mid-run: the job finishes with the other site when ``min_clients`` allows (the same run as (c):
+    the faulty site is then killed), else it fails with an error that names the site; opt-in
+    (``FLARE_VLP_ALL_DRILLS=1``): only a site's training process killed, which FLARE fails the whole job for;
 (b) the server process killed mid-run and started again: a job resubmitted with ``resume_from=<the persisted
     FL_global_model.pt>`` continues after the last persisted round, FedDRA's lambda included.
 
