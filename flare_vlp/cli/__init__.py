@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from flare_vlp import __version__
 from flare_vlp.cli import data as data_cmd
 from flare_vlp.cli import demo as demo_cmd
+from flare_vlp.cli import deploy as deploy_cmd
 from flare_vlp.cli import experiments as experiments_cmd
 from flare_vlp.cli import federated as federated_cmd
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_parser(sub)
     experiments_cmd.add_parsers(sub)
     federated_cmd.add_parsers(sub)
+    deploy_cmd.add_parser(sub)
     return parser
 
 

@@ -19,6 +19,7 @@ from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
 from nvflare.app_common.abstract.model import ModelLearnableKey
 from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_common.workflows.model_controller import ModelController
+from nvflare.widgets.info_collector import GroupInfoCollector, InfoCollector
 
 from flare_vlp.config import load_config
 from flare_vlp.experiments.run_folder import RunFolder
@@ -28,7 +29,10 @@ from flare_vlp.methods.registry import config_values, get_method
 from flare_vlp.methods.registry import method_config as build_method_config
 from flare_vlp.methods.strategy import RoundFailedError, ServerContext, ServerStrategy
 
-__all__ = ["StrategyController"]
+__all__ = ["PROGRESS_GROUP", "StrategyController"]
+
+PROGRESS_GROUP = "flare_vlp"
+"""The group of the controller's progress in the server's job stats (``Session.show_stats(job_id, "server")``)."""
 
 
 class StrategyController(ModelController):
@@ -86,6 +90,7 @@ class StrategyController(ModelController):
         self._data_dir = data_dir
         self._manifest = manifest
         self.strategy: ServerStrategy | None = None
+        self._progress: dict = {"round": None, "num_rounds": num_rounds, "task": None}
 
     # -- the algorithm --------------------------------------------------------------------------------------------
 
@@ -111,12 +116,21 @@ class StrategyController(ModelController):
                     return
                 sites = self.sample_clients()
                 for task in self.strategy.round_tasks(rnd):
+                    self._progress.update(round=rnd, task=task.name)
                     if not self._run_task(task, sites, run):
                         return
                 self.save_model(self._global_model(rnd))
             self._finish(run)
         finally:
             run.close()
+
+    def handle_event(self, event_type: str, fl_ctx) -> None:
+        """Add the round in flight to the server's job stats, so an admin can follow a job round by round."""
+        super().handle_event(event_type, fl_ctx)
+        if event_type == InfoCollector.EVENT_TYPE_GET_STATS:
+            collector = fl_ctx.get_prop(InfoCollector.CTX_KEY_STATS_COLLECTOR, None)
+            if isinstance(collector, GroupInfoCollector):
+                collector.add_info(group_name=PROGRESS_GROUP, info=dict(self._progress))
 
     # -- steps ----------------------------------------------------------------------------------------------------
 
@@ -138,7 +152,11 @@ class StrategyController(ModelController):
     def _run_task(self, task: Task, sites: list[str], run: RunFolder) -> bool:
         """Send ``task``, hand the replies to the strategy, combine; ``False`` (after a panic) if the task failed."""
         replies = {site: from_flmodel(result) for site, result in self._send(task, sites).items()}
-        for site in sorted(set(sites) - set(replies)):
+        if self.abort_signal.triggered:  # FLARE ended the job (an admin's abort, a site's crashed job process)
+            self.warning(f"round {task.round} {task.name}: job aborted; the last persisted round stays as it was")
+            return False
+        missing = sorted(set(sites) - set(replies))
+        for site in missing:
             self.warning(
                 f"round {task.round} {task.name}: no result from {site} (task error, abort or timeout; see its log)"
             )
@@ -153,8 +171,12 @@ class StrategyController(ModelController):
         try:
             self.strategy.aggregate(task, rejected)
         except RoundFailedError as e:
-            self.error(str(e))
-            self.panic(str(e))
+            reason = str(e)
+            if missing:
+                reason += f"; no {task.name} result from {missing} (a dead or stalled site, a task error or a timeout)"
+            self.error(reason)
+            run.log("failed", round=task.round, task=task.name, reason=reason, no_result=missing)
+            self.panic(reason)
             return False
         return True
 

@@ -21,7 +21,7 @@ from nvflare.recipe.poc_env import PocEnv
 
 from flare_vlp.fl.provision import BUILDER_PATH, POC_ADMIN, write_poc_project
 
-__all__ = ["make_poc_env", "prepare_poc_env", "poc_admin_kit", "poc_pids", "stop_poc"]
+__all__ = ["cmdline", "end_processes", "make_poc_env", "prepare_poc_env", "poc_admin_kit", "poc_pids", "stop_poc"]
 
 LOGIN_TIMEOUT = 60.0
 """Seconds the job submission waits for the freshly started server (2 busy cores can take a while)."""
@@ -81,7 +81,7 @@ def poc_admin_kit(workspace: str | Path) -> Path:
     return candidates[-1]
 
 
-def _cmdline(pid: int) -> str:
+def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
@@ -99,7 +99,7 @@ def _is_live(pid: int) -> bool:
 
 def poc_pids(workspace: str | Path) -> list[int]:
     """PIDs of this user's running processes started from ``workspace`` (server, clients, their job processes and
-    start-script loops: each names a path inside the workspace on its command line), start-script loops first."""
+    start-script loops: each names the workspace or a path inside it on its command line), start-script loops first."""
     workspace = str(Path(workspace).absolute())
     uid = os.getuid()
     found = []
@@ -111,8 +111,8 @@ def poc_pids(workspace: str | Path) -> list[int]:
                 continue
         except OSError:
             continue
-        cmd = _cmdline(int(entry.name))
-        if workspace + os.sep in cmd and _is_live(int(entry.name)):
+        cmd = cmdline(int(entry.name))
+        if (workspace + os.sep in cmd or workspace + " " in cmd) and _is_live(int(entry.name)):
             found.append((0 if "start.sh" in cmd else 1, int(entry.name)))
     return [pid for _, pid in sorted(found)]
 
@@ -132,6 +132,27 @@ def _signal(pids: list[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
+def end_processes(root: str | Path, *, grace: float = 20.0, sigterm: bool = True) -> list[int]:
+    """Wait up to ``grace`` seconds for every process started from ``root`` (:func:`poc_pids`) to end, then send
+    SIGTERM (unless ``sigterm`` is false) and at last SIGKILL to those still running, by PID.
+
+    Returns:
+        The PIDs that had to be signalled.
+    """
+    left = _wait_gone(poc_pids(root), grace)
+    left = sorted(set(left) | set(poc_pids(root)))
+    if not left:
+        return []
+    if sigterm:
+        _signal(left, signal.SIGTERM)
+        still = _wait_gone(left, 5.0)
+    else:
+        still = left
+    _signal(still, signal.SIGKILL)
+    _wait_gone(still, 5.0)
+    return left
+
+
 def stop_poc(env: PocEnv, *, grace: float = 20.0) -> list[int]:
     """Shut the POC system down and make sure none of its processes survives; idempotent.
 
@@ -142,18 +163,9 @@ def stop_poc(env: PocEnv, *, grace: float = 20.0) -> list[int]:
         The PIDs that had to be signalled (empty after a clean shutdown).
     """
     workspace = env.poc_workspace
-    before = poc_pids(workspace)
-    if before:
+    if poc_pids(workspace):
         try:
             env.stop(clean_up=False)
         except Exception as e:  # a failed orderly stop is followed by the signals below
             print(f"POC: orderly stop failed ({e}); ending its processes by PID")
-    left = _wait_gone(sorted(set(before) | set(poc_pids(workspace))), grace)
-    left = sorted(set(left) | set(poc_pids(workspace)))
-    if not left:
-        return []
-    _signal(left, signal.SIGTERM)
-    still = _wait_gone(left, 5.0)
-    _signal(still, signal.SIGKILL)
-    _wait_gone(still, 5.0)
-    return left
+    return end_processes(workspace, grace=grace)
