@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flare_vlp.models.feature_cache import fingerprint_tensors
 from flare_vlp.models.registry import build_image_encoder, build_text_encoder
 
 __all__ = ["BASE_GROUPS", "PARAM_GROUPS", "AlignBlock", "DualEncoder", "DualEncoderOutput", "build_dual_encoder"]
@@ -170,12 +169,10 @@ class DualEncoder(nn.Module):
         return torch.stack([memo[k] for k in keys]).to(input_ids.device)
 
     def text_memo(self) -> dict[bytes, torch.Tensor]:
-        """The memo of frozen text features: one table per process and text-encoder weights (fingerprinted), so
-        every model with the same frozen tower (the sites of an in-process run, the baselines, the evaluation model)
-        embeds each report once."""
+        """This model's memo of frozen text features (shared only on request, :meth:`share_text_memo`: a feature
+        computed in another batch can differ in the last bits, which would make two runs of the same job differ)."""
         if self._text_memo is None:
-            fingerprint = fingerprint_tensors(self.text_encoder.state_dict().items(), type(self.text_encoder).__name__)
-            self._text_memo = _TEXT_TABLES.setdefault(fingerprint, {})
+            self._text_memo = {}
         return self._text_memo
 
     def clear_text_memo(self) -> None:
