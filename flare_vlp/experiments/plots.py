@@ -79,11 +79,16 @@ def plot_dro_weights(
     """lambda_k per round, one line per site, with the uniform weight 1/K dashed (FedDRA's telling diagnostic)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    _dro_lines(ax, trajectories)
+    return _save_lines(plt, fig, ax, path, "round", "lambda (aggregation weight)", title)
+
+
+def _dro_lines(ax, trajectories: Mapping[str, Sequence[float]]) -> None:
+    """lambda_k per round, one line per site, and the uniform weight 1/K dashed."""
     for site, values in sorted(trajectories.items()):
         ax.plot(np.arange(len(values)), values, marker="o", ms=3, lw=1.4, label=site)
     if trajectories:
         ax.axhline(1.0 / len(trajectories), color="grey", ls="--", lw=1, label="uniform")
-    return _save_lines(plt, fig, ax, path, "round", "lambda (aggregation weight)", title)
 
 
 def plot_overview(
@@ -119,9 +124,7 @@ def plot_overview(
     ax.grid(axis="y", alpha=0.3)
     if lambdas:
         ax = axes[0, 1]
-        for site, values in sorted(lambdas.items()):
-            ax.plot(np.arange(len(values)), values, marker="o", ms=3, lw=1.4, label=site)
-        ax.axhline(1.0 / len(lambdas), color="grey", ls="--", lw=1, label="uniform")
+        _dro_lines(ax, lambdas)
         ax.set_xlabel("round")
         ax.set_ylabel("lambda (aggregation weight)")
         ax.set_title("FedDRA site weights per round")
