@@ -111,7 +111,7 @@ def baseline_convergence(run_dir: Path, windows: int) -> dict:
     return max(checks, key=lambda c: c["relative_change"]) if checks else convergence([], source="train loss")
 
 
-def convergence_of(name: str, summary: dict, run_dir: Path, rounds: int) -> dict:
+def convergence_of(summary: dict, run_dir: Path, rounds: int) -> dict:
     if "convergence" in summary:
         return summary["convergence"]
     return baseline_convergence(run_dir, rounds)
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 full = run_one(name, seed, out, args.env, args.device, log)
                 results[name][seed] = full["summary"]
                 seconds = full.get("seconds") or full.get("seconds_federated") or float("nan")
-                meta[name][seed] = {"convergence": convergence_of(name, full, run_dir, rounds), "seconds": seconds}
+                meta[name][seed] = {"convergence": convergence_of(full, run_dir, rounds), "seconds": seconds}
     finally:
         results = {k: v for k, v in results.items() if v}
         md = markdown(results, meta, args.seeds, args.env)

@@ -74,7 +74,7 @@ class FeatureCache:
         Raises:
             RuntimeError: the table would exceed ``max_entries`` (every input new: augmented images?).
         """
-        keys = [content_key(x) for x in inputs]
+        keys = [content_key(x) for x in inputs.detach().cpu()]  # one device-to-host copy per batch, not per image
         todo = [i for i, k in enumerate(keys) if k not in self.table and not self._read(k)]
         self.misses += len(todo)
         self.hits += len(keys) - len(todo)
