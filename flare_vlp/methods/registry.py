@@ -66,6 +66,8 @@ class MethodSpec:
         job_name: the exported job folder's name.
         recipe: class path of the FLARE recipe that builds its job (the generic one unless the method needs more).
         default_roles: how sites get roles when a job does not say (``None``: every site has :data:`DEFAULT_ROLE`).
+        evaluator: class path of the function that evaluates a finished run
+            (:mod:`flare_vlp.experiments.federated_eval`; default: the global dual encoder on the pooled test split).
     """
 
     name: str
@@ -76,6 +78,7 @@ class MethodSpec:
     job_name: str = ""
     recipe: str = "flare_vlp.recipes.method_recipe.MethodRecipe"
     default_roles: tuple[str, ...] | None = None
+    evaluator: str = "flare_vlp.experiments.federated_eval.evaluate_global_model"
 
     def __post_init__(self) -> None:
         if not self.job_name:

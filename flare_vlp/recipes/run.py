@@ -16,16 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flare_vlp.config import load_config
-from flare_vlp.evaluation import evaluate_model, is_unseen
-from flare_vlp.experiments.baselines import probe_subset
-from flare_vlp.experiments.builders import (
-    build_dataset,
-    build_model,
-    build_tokenizer,
-    default_data_dir,
-    load_model_weights,
-    prepare_manifest,
-)
+from flare_vlp.evaluation import is_unseen
+from flare_vlp.experiments.builders import default_data_dir, prepare_manifest
 from flare_vlp.experiments.convergence import convergence, global_loss_by_round
 from flare_vlp.experiments.plots import plot_dro_weights, plot_losses
 from flare_vlp.experiments.run_folder import RunFolder
@@ -75,7 +67,8 @@ def run_federated(
     ``timeout``: seconds to wait for a POC or prod job (0: no limit).
     """
     spec = get_method(method)  # unknown method: error with the registered names
-    method_args = config_values(method_config(method, method_args))
+    settings = method_config(method, method_args)
+    method_args = config_values(settings)
     if env not in ENVS:
         raise ValueError(f"unknown env '{env}'; choose one of {list(ENVS)}")
     if env == "prod" and startup_kit is None:
@@ -90,19 +83,19 @@ def run_federated(
     clients = list(clients) if clients else [f"site-{i + 1}" for i in range(len(sites))]
     if len(clients) != len(sites):
         raise ValueError(f"{len(clients)} FLARE clients {clients} for {len(sites)} training sites {sites}")
+    site_map = dict(zip(clients, sites))
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         if env == "inprocess":
             from flare_vlp.methods.runner import run_in_process
 
             run_in_process(
                 method, sites=clients, run_dir=tmp, config=config, method_settings=method_args,
-                num_rounds=num_rounds, data_dir=data_dir, site_map=dict(zip(clients, sites)), local_steps=local_steps,
+                num_rounds=num_rounds, data_dir=data_dir, site_map=site_map, local_steps=local_steps,
                 device=device, config_overrides=overrides, roles=roles, role_settings=role_settings,
             )  # fmt: skip
-            model_file = tmp / "models" / "global.safetensors"
             fl_seconds = time.perf_counter() - t0
-            echo(f"[{method}] in-process training done in {fl_seconds:.0f} s; evaluating the global model")
-            summary = _evaluate(cfg, manifest, model_file, tmp, method, fl_seconds, echo)
+            echo(f"[{method}] in-process training done in {fl_seconds:.0f} s; evaluating")
+            summary = _evaluate(cfg, manifest, tmp, method, settings, site_map, fl_seconds, echo)
             echo(f"[{method}] wrote {out_dir} ({time.perf_counter() - t0:.0f} s)")
             return summary
         recipe = resolve(spec.recipe)(
@@ -114,7 +107,7 @@ def run_federated(
             data_dir=str(data_dir),
             local_steps=local_steps,
             run_dir=None if env == "prod" else str(tmp),  # prod: the server's app folder, downloaded below
-            site_map=dict(zip(clients, sites)),
+            site_map=site_map,
             num_threads=1,
             config_overrides=overrides,
             device=device,
@@ -123,12 +116,9 @@ def run_federated(
             sites=clients if roles else None,
         )
         _run_job(recipe, env, tmp, clients, poc_workspace, startup_kit, username, timeout, echo)
-        model_file = tmp / "models" / "global.safetensors"
-        if not model_file.is_file():
-            raise RuntimeError(f"the {method} job ended without a global model; see the logs under {tmp / 'flare'}")
         fl_seconds = time.perf_counter() - t0
-        echo(f"[{method}] federated training done in {fl_seconds:.0f} s; evaluating the global model")
-        summary = _evaluate(cfg, manifest, model_file, tmp, method, fl_seconds, echo)
+        echo(f"[{method}] federated training done in {fl_seconds:.0f} s; evaluating")
+        summary = _evaluate(cfg, manifest, tmp, method, settings, site_map, fl_seconds, echo)
     echo(f"[{method}] wrote {out_dir} ({time.perf_counter() - t0:.0f} s)")
     return summary
 
@@ -155,23 +145,15 @@ def _run_job(recipe, env: str, tmp: Path, clients, poc_workspace, startup_kit, u
         collect_run_files(result, tmp)
 
 
-def _evaluate(cfg, manifest, model_file: Path, root: Path, method: str, fl_seconds: float, echo) -> dict:
-    tokenizer = build_tokenizer(cfg.model)
-    test_ds = build_dataset(manifest.select(split="test"), cfg.data, train=False)
-    probe_ds = build_dataset(probe_subset(manifest, cfg.seed, cfg.eval.probe_samples), cfg.data, train=False)
+def _evaluate(cfg, manifest, root: Path, method: str, settings, site_map, fl_seconds: float, echo) -> dict:
+    """Evaluate the finished run with the method's evaluator, add what every run has, write the summary."""
+    from flare_vlp.experiments.federated_eval import RunEvaluation
 
-    def evaluate(model):
-        return evaluate_model(
-            model, tokenizer, test_ds, manifest.findings, cfg.eval, probe_train=probe_ds,
-            max_length=cfg.data.max_text_length, seed=cfg.seed,
-        )  # fmt: skip
-
-    model = build_model(cfg.model, seed=cfg.seed)
-    floor = evaluate(model) if cfg.eval.untrained_floor else None
-    ev = evaluate(load_model_weights(model, model_file))
+    evaluator = resolve(get_method(method).evaluator)
+    result = evaluator(RunEvaluation(cfg, manifest, root, method, settings, dict(site_map), echo))
     run = RunFolder(root)
     try:
-        run.log("eval", site="global", **ev["summary"])
+        run.log("eval", site="global", **result.summary)
         losses = _round_losses(root / "metrics.jsonl")
         if losses:
             plot_losses(losses, root / "plots" / "round_loss.png", title=f"{method}: site train loss per round")
@@ -179,14 +161,12 @@ def _evaluate(cfg, manifest, model_file: Path, root: Path, method: str, fl_secon
         if lambdas:
             plot_dro_weights(lambdas, root / "plots" / "dro_weights.png", title=f"{method}: site weights lambda")
         rounds = global_loss_by_round(root / "metrics.jsonl")
-        extra = {"eval": ev, "seconds_federated": round(fl_seconds, 1), "global_loss_by_round": rounds}
+        extra = {**result.extra, "seconds_federated": round(fl_seconds, 1), "global_loss_by_round": rounds}
         extra["convergence"] = convergence(rounds, source="global held-out loss per round")
-        if floor is not None:
-            extra["floor"] = floor["summary"]
-        run.write_summary(method, "federated", ev["summary"], **extra)
+        run.write_summary(method, "federated", result.summary, **extra)
     finally:
         run.close()
-    return ev["summary"]
+    return result.summary
 
 
 def _events(metrics: Path, kind: str) -> list[dict]:
