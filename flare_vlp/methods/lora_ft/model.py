@@ -35,15 +35,17 @@ class FindingClassifier(nn.Module):
 def default_targets(image_encoder: nn.Module) -> list[str]:
     """Where LoRA goes by default, by what the tower has (full module names, so frozen blocks are never adapted):
 
-    * a Hugging Face ViT: its attention ``query`` / ``value`` linears (as methods.md §2 says);
+    * a Hugging Face ViT: its attention ``query`` / ``value`` linears (as methods.md §2 says; ``q_proj`` /
+      ``v_proj`` in newer transformers);
     * MONAI's ViT: the fused ``qkv`` linear (q, k and v together: one adapter on the fused projection);
     * a CNN (EfficientNet-Lite0): the 1x1 projection convolutions (``_expand_conv`` / ``_project_conv`` /
       ``_conv_head``) of the blocks above the frozen, feature-cached trunk; a small CNN: its last convolution.
     """
     names = {n: m for n, m in image_encoder.named_modules()}
     leaf = {n.rsplit(".", 1)[-1] for n in names}
-    if {"query", "value"} <= leaf:
-        return ["query", "value"]
+    for pair in (["query", "value"], ["q_proj", "v_proj"]):  # transformers >= 4.5x names them q_proj / v_proj
+        if set(pair) <= leaf:
+            return pair
     if "qkv" in leaf:
         return ["qkv"]
     convs = [n for n, m in names.items() if isinstance(m, nn.Conv2d) and m.groups == 1 and m.weight.requires_grad]
