@@ -191,3 +191,23 @@ def test_bad_targets_and_rank_name_the_module(tmp_path, tiny_data_dir):
         _run("fedopal", tmp_path, tiny_data_dir, name="bad1", targets=["nope"])
     with pytest.raises(ValueError, match=r"rank r=64 is larger than module 'image_encoder.stages.0.0' allows"):
         _run("fedopal", tmp_path, tiny_data_dir, name="bad2", rank=64, targets=["image_encoder.stages.0.0"])
+
+
+@pytest.mark.slow
+def test_fedopal_runs_in_the_flare_simulator_and_report_shows_mean_and_worst_site(tmp_path, tiny_data_dir, capsys):
+    from flare_vlp.cli import main
+    from flare_vlp.recipes.run import run_federated
+
+    out = tmp_path / "sim"
+    summary = run_federated(
+        "tiny", out, "fedopal", num_rounds=2, local_steps=2, data_dir=tiny_data_dir, env="sim", overrides=FAST,
+        echo=lambda line: None,
+    )  # fmt: skip
+    assert 0 <= summary["bacc_worst"] <= summary["bacc_mean"] <= 1 and 0 <= summary["auc_mean"] <= 1
+    written = json.loads((out / "summary.json").read_text())
+    assert set(written["per_site"]) == set(SITES)
+    events = _events(out)
+    assert {(e["round"], e["site"]) for e in events if e["event"] == "site"} == {(r, s) for r in (0, 1) for s in SITES}
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    assert "fedopal" in capsys.readouterr().out
