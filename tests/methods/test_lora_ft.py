@@ -210,4 +210,6 @@ def test_fedopal_runs_in_the_flare_simulator_and_report_shows_mean_and_worst_sit
     assert {(e["round"], e["site"]) for e in events if e["event"] == "site"} == {(r, s) for r in (0, 1) for s in SITES}
     capsys.readouterr()
     assert main(["report", str(out)]) == 0
-    assert "fedopal" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "| run | bacc_mean | bacc_worst | auc_mean | auc_worst |" in table
+    assert f"| sim | {summary['bacc_mean']:.3f} | {summary['bacc_worst']:.3f} |" in table

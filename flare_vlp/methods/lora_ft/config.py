@@ -48,9 +48,13 @@ class LoraFTConfig:
     rank: int = setting(4, "LoRA rank r")
     alpha: float = setting(8.0, "LoRA alpha (update scaled by alpha / r)")
     mu: float = setting(0.1, "orthogonality weight mu (FedOPAL)")
-    orthogonality: Literal["weights", "subspace", "representations"] = setting("weights", "R_orth kind: weights, subspace or representations")
+    orthogonality: Literal["weights", "subspace", "representations"] = setting(
+        "weights", "R_orth kind: weights, subspace or representations"
+    )
     lr: float = setting(5e-3, "AdamW learning rate of the adapters and the head")
-    weighting: Literal["samples", "uniform"] = setting("samples", "site weights of the shared tensors: samples (n_k) or uniform")
+    weighting: Literal["samples", "uniform"] = setting(
+        "samples", "site weights of the shared tensors: samples (n_k) or uniform"
+    )
 
     def __post_init__(self) -> None:
         check(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
