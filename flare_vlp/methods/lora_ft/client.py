@@ -21,9 +21,9 @@ from flare_vlp.algorithms.orthogonality import (
     orthogonality_weights,
 )
 from flare_vlp.data.keys import SampleKey
-from flare_vlp.data.manifest import Manifest, read_manifest
+from flare_vlp.data.manifest import Manifest
 from flare_vlp.experiments.builders import build_dataset, build_loader
-from flare_vlp.experiments.site_data import SiteData, load_site_data, locked_manifest
+from flare_vlp.experiments.site_data import SiteData, load_site_data, run_manifest
 from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext
 from flare_vlp.methods.lora_ft.config import VARIANTS
 from flare_vlp.methods.lora_ft.metrics import classification_metrics
@@ -62,10 +62,7 @@ class LoraFTClient(ClientAlgo):
         self.data: SiteData = load_site_data(
             site.cfg, site.site, data_dir=site.data_dir, manifest=site.manifest, site_map=site.site_map
         )
-        if site.manifest is not None:
-            rows = read_manifest(site.manifest, allow_empty_report=site.cfg.data.allow_empty_report)
-        else:
-            rows = locked_manifest(site.cfg, site.data_dir)
+        rows = run_manifest(site.cfg, site.data_dir, site.manifest)
         self.findings = list(rows.findings)
         test = Manifest([r for r in rows if r.site == self.data.data_site and r.split == "test"], rows.findings)
         self.test_loader = None

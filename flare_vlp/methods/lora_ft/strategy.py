@@ -47,16 +47,7 @@ class LoraFTStrategy(ServerStrategy):
             raise ValueError(f"restored global tensors do not match {self.config.variant}'s shared tensors")
 
     def _n_labels(self) -> int:
-        from flare_vlp.data.manifest import read_manifest
-        from flare_vlp.experiments.site_data import locked_manifest
-
-        if self.ctx.manifest is not None:
-            return len(
-                read_manifest(self.ctx.manifest, allow_empty_report=self.ctx.cfg.data.allow_empty_report).findings
-            )
-        if self.ctx.data_dir is None:
-            raise ValueError("the server needs the data source (data_dir or manifest) to know the label count")
-        return len(locked_manifest(self.ctx.cfg, self.ctx.data_dir).findings)
+        return len(self.ctx.rows("the label count").findings)
 
     def round_tasks(self, rnd: int) -> list[Task]:
         return [Task(TaskName.TRAIN, rnd, self.ctx.num_rounds, options=self._options)]
