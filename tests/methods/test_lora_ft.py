@@ -213,3 +213,23 @@ def test_fedopal_runs_in_the_flare_simulator_and_report_shows_mean_and_worst_sit
     table = capsys.readouterr().out
     assert "| run | bacc_mean | bacc_worst | auc_mean | auc_worst |" in table
     assert f"| sim | {summary['bacc_mean']:.3f} | {summary['bacc_worst']:.3f} |" in table
+
+
+def test_tower_starts_from_a_vlp_run_folder_and_a_missing_one_is_named(tmp_path, tiny_data_dir):
+    from safetensors.torch import save_file
+
+    from flare_vlp.config import load_config
+    from flare_vlp.experiments.builders import build_model
+
+    vlp = build_model(load_config("tiny", FAST).model, seed=7)  # stands in for a trained FedAvg / FedDRA model
+    with torch.no_grad():
+        vlp.image_encoder.stages[0][0].weight.add_(1.0)
+    (tmp_path / "vlp" / "models").mkdir(parents=True)
+    save_file(
+        {k: v.contiguous() for k, v in vlp.state_dict().items()}, tmp_path / "vlp" / "models" / "global.safetensors"
+    )
+    run = _run("fedopal", tmp_path, tiny_data_dir, name="init", init_from=str(tmp_path / "vlp"))
+    tower = run.algos["site-1"].model.encoder.image_encoder
+    assert torch.equal(tower.stages[0][0].weight, vlp.image_encoder.stages[0][0].weight)  # frozen, so unchanged
+    with pytest.raises(FileNotFoundError, match=r"`init_from` .*nope: no such VLP run folder"):
+        _run("fedopal", tmp_path, tiny_data_dir, name="init2", init_from=str(tmp_path / "nope"))

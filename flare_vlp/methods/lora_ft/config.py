@@ -40,6 +40,8 @@ class LoraFTConfig:
         orthogonality: ``weights`` / ``subspace`` / ``representations`` (docs/methods.md section 2).
         lr: AdamW learning rate of adapters and head.
         weighting: ``samples`` (n_k) or ``uniform`` averaging of the shared tensors.
+        init_from: start the tower from a VLP model this project trained: a FedDRA / FedAvg run folder (its
+            ``models/global.safetensors``) or such a file; ``""``: the config's own initialisation (ImageNet).
     """
 
     variant: ClassVar[str] = "fedopal"
@@ -52,6 +54,7 @@ class LoraFTConfig:
         "weights", "R_orth kind: weights, subspace or representations"
     )
     lr: float = setting(5e-3, "AdamW learning rate of the adapters and the head")
+    init_from: str = setting("", "VLP run folder or .safetensors whose dual encoder the tower starts from")
     weighting: Literal["samples", "uniform"] = setting(
         "samples", "site weights of the shared tensors: samples (n_k) or uniform"
     )
@@ -73,7 +76,7 @@ class LoraFTConfig:
         """The task options every site gets (plain values)."""
         return {"variant": self.variant, "targets": list(self.targets), "rank": int(self.rank),
                 "alpha": float(self.alpha), "mu": float(self.mu), "orthogonality": self.orthogonality,
-                "lr": float(self.lr)}  # fmt: skip
+                "lr": float(self.lr), "init_from": self.init_from}  # fmt: skip
 
 
 def config_class(variant: str) -> type:

@@ -17,7 +17,7 @@ from torch import nn
 
 from flare_vlp.models.lora import add_lora
 
-__all__ = ["FindingClassifier", "build_classifier", "default_targets", "shared_keys", "fingerprint"]
+__all__ = ["FindingClassifier", "build_classifier", "load_init", "default_targets", "shared_keys", "fingerprint"]
 
 
 class FindingClassifier(nn.Module):
@@ -59,9 +59,30 @@ def default_targets(image_encoder: nn.Module) -> list[str]:
 def fingerprint(cfg_model: object, options: dict, n_labels: int) -> str:
     """A short hash of the model config, the LoRA settings and the label count: a site-store entry of another
     model is refused, not loaded."""
-    keys = ("variant", "targets", "rank", "alpha")
+    keys = ("variant", "targets", "rank", "alpha", "init_from")
     text = json.dumps([cfg_model.__dict__, {k: options.get(k) for k in keys}, n_labels], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_init(dual: nn.Module, init_from: str) -> nn.Module:
+    """Load the dual encoder weights of a VLP run (its folder or a ``.safetensors`` file) into ``dual``, when
+    ``init_from`` names one.
+
+    Raises:
+        FileNotFoundError: no such run folder / file (named).
+    """
+    from pathlib import Path
+
+    from flare_vlp.experiments.builders import load_model_weights
+
+    if not init_from:
+        return dual
+    path = Path(init_from).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"`init_from` {path}: no such VLP run folder or .safetensors file")
+    if path.is_dir():
+        path = path / "models" / "global.safetensors"
+    return load_model_weights(dual, path)
 
 
 def build_classifier(dual: nn.Module, n_labels: int, options: dict, seed: int) -> tuple[FindingClassifier, list[str]]:
@@ -70,6 +91,7 @@ def build_classifier(dual: nn.Module, n_labels: int, options: dict, seed: int) -
     from flare_vlp.methods.lora_ft.config import VARIANTS
 
     variant = VARIANTS[options["variant"]]
+    load_init(dual, options.get("init_from", ""))
     trainable_tower = {n for n, p in dual.image_encoder.named_parameters() if p.requires_grad}
     targets = list(options.get("targets") or default_targets(dual.image_encoder)) if variant["adapters"] else []
     for p in dual.parameters():
