@@ -87,7 +87,8 @@ def markdown(results: dict, seeds: list[int]) -> str:
             cells.append(f"{v.mean():.3f} ± {v.std(ddof=1) if v.size > 1 else float('nan'):.3f}")
         b = next(iter(runs.values()))["bench"]["bytes_per_client_round"]
         wall = np.mean([r["bench"]["wall_s"] for r in runs.values()])
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {b:,} | {trainable_parameters(method):,} | {wall:.0f} |")
+        params = trainable_parameters(method)
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {b:,} | {params:,} | {wall:.0f} |")
     flat = {m: {s: r["summary"] for s, r in results.get(m, {}).items()} for m in RUNS}
     best = max((m for m in BASELINES if flat[m]), key=lambda m: np.mean([r["bacc_mean"] for r in flat[m].values()]))
     lines += ["", f"Best baseline on mean balanced accuracy: **{best}**. Paired per-seed differences (FedOPAL minus "
