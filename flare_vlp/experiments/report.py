@@ -11,7 +11,7 @@ import numpy as np
 from flare_vlp.experiments.plots import plot_comparison
 from flare_vlp.experiments.run_folder import load_summary
 
-__all__ = ["HEADLINE", "compare_runs", "comparison_table", "per_site_scores"]
+__all__ = ["HEADLINE", "PERSONALIZED", "compare_runs", "comparison_table", "per_site_scores"]
 
 HEADLINE = [
     "zero_shot_pooled",
@@ -24,6 +24,17 @@ HEADLINE = [
     "t2i_R@5",
     "chance_R@5",
 ]
+
+
+PERSONALIZED = ["bacc_mean", "bacc_worst", "auc_mean", "auc_worst"]
+"""The headline of a personalized method (FedOPAL and its LoRA baselines): each site's own model on its own test
+split, mean and worst site of balanced accuracy and macro AUC."""
+
+
+def _columns(rows: dict[str, dict]) -> list[str]:
+    """HEADLINE (unless no run has any of it), then PERSONALIZED when some run has it."""
+    has = lambda metrics: any(m in r for r in rows.values() for m in metrics)  # noqa: E731
+    return [*(HEADLINE if has(HEADLINE) or not has(PERSONALIZED) else []), *(PERSONALIZED if has(PERSONALIZED) else [])]
 
 
 def _cell(v) -> str:
@@ -70,6 +81,7 @@ def compare_runs(run_dirs: Sequence[str | Path], plot_path: str | Path | None = 
         floor = floor or data.get("floor")
     if floor:
         rows["untrained floor"] = floor
+    columns = _columns(rows)
     if plot_path is not None:
-        plot_comparison(rows, [m for m in HEADLINE if not m.startswith("chance")], plot_path)
-    return comparison_table(rows)
+        plot_comparison(rows, [m for m in columns if not m.startswith("chance")], plot_path)
+    return comparison_table(rows, columns)

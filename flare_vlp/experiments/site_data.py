@@ -19,7 +19,7 @@ from flare_vlp.data.manifest import Manifest, read_manifest
 from flare_vlp.experiments.builders import build_dataset, build_loader, build_model, build_tokenizer, prepare_manifest
 from flare_vlp.models import DualEncoder
 
-__all__ = ["SiteDataError", "SiteData", "load_site_data", "locked_manifest"]
+__all__ = ["SiteDataError", "SiteData", "load_site_data", "locked_manifest", "run_manifest"]
 
 _THREAD_LOCK = threading.Lock()
 
@@ -59,6 +59,22 @@ def locked_manifest(cfg: ExperimentConfig, data_dir: str | Path) -> Manifest:
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(data_dir.parent / f".{data_dir.name}.lock"):
         return prepare_manifest(cfg, data_dir)
+
+
+def run_manifest(
+    cfg: ExperimentConfig, data_dir: str | Path | None = None, manifest: str | Path | None = None
+) -> Manifest:
+    """Every row of the run's data (all sites and splits): the ``manifest`` file, else SynthCXR in ``data_dir``
+    (generated once, under :func:`locked_manifest`'s lock).
+
+    Raises:
+        SiteDataError: neither is given.
+    """
+    if manifest is not None:
+        return read_manifest(manifest, allow_empty_report=cfg.data.allow_empty_report)
+    if data_dir is None:
+        raise SiteDataError("no data source: give `data_dir` or `manifest`")
+    return locked_manifest(cfg, data_dir)
 
 
 def _site_rows(manifest: Manifest, data_site: str, split: str) -> Manifest:

@@ -168,7 +168,9 @@ class ClientAlgoExecutor(Executor):
                 reply = self.algo.train(task, message, should_abort=lambda: abort_signal.triggered)
             if reply is None or abort_signal.triggered:
                 return make_reply(ReturnCode.TASK_ABORTED)
-            seal_reply(self.algo_site, declaration, reply, message)
+            # the declaration as it stands after the task (as the in-process runner seals): an algorithm that builds
+            # its model from the first task's options (the LoRA methods) knows its shareable keys only then
+            seal_reply(self.algo_site, self.algo.declaration(), reply, message)
         except DisclosureError as e:
             self.log_error(fl_ctx, f"task {task_name!r}: reply NOT sent: {e}")
             return make_reply(ReturnCode.EXECUTION_EXCEPTION)

@@ -21,6 +21,7 @@ import numpy as np
 
 from flare_vlp.algorithms.aggregate import UpdateValidationError
 from flare_vlp.config import ExperimentConfig
+from flare_vlp.data.manifest import Manifest
 from flare_vlp.methods.messages import Message, Task, TaskMeta
 from flare_vlp.methods.payload import validate_metrics
 
@@ -53,17 +54,21 @@ class ServerContext:
     data_dir: str | None = None
     manifest: str | None = None
 
-    def public_ids(self) -> list[str]:
-        """Ids of the public split of the shared data (generated once, under a lock, when the folder is missing)."""
-        from flare_vlp.data.manifest import read_manifest
-        from flare_vlp.experiments.site_data import locked_manifest
+    def rows(self, purpose: str = "the shared data") -> Manifest:
+        """Every row of the run's data (SynthCXR generated once, under a lock, when the folder is missing).
 
-        if self.manifest is not None:
-            rows = read_manifest(self.manifest, allow_empty_report=self.cfg.data.allow_empty_report)
-        elif self.data_dir is not None:
-            rows = locked_manifest(self.cfg, self.data_dir)
-        else:
-            raise ValueError("the server has no data source for the public split: give `data_dir` or `manifest`")
+        Raises:
+            ValueError: the server has neither ``data_dir`` nor ``manifest`` (``purpose`` says what needed it).
+        """
+        from flare_vlp.experiments.site_data import run_manifest
+
+        if self.manifest is None and self.data_dir is None:
+            raise ValueError(f"the server has no data source for {purpose}: give `data_dir` or `manifest`")
+        return run_manifest(self.cfg, self.data_dir, self.manifest)
+
+    def public_ids(self) -> list[str]:
+        """Ids of the public split of the shared data."""
+        rows = self.rows("the public split")
         ids = [r.id for r in rows.select(split="public")]
         if not ids:
             raise ValueError(f"{rows.path}: no public split (SynthCXR: set data.synth.public_samples > 0)")

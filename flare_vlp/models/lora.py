@@ -40,8 +40,22 @@ def _roots(model: nn.Module, towers: Sequence[str] | None) -> list[str]:
     return [f"{t}_encoder." for t in towers]
 
 
-def _match_targets(model: nn.Module, targets: Sequence[str], roots: list[str]) -> list[str]:
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.startswith(tuple(roots))]
+_ADAPTABLE = (nn.Linear, nn.Conv2d)
+"""Layer types LoRA adapts: linear layers (ViT ``query`` / ``value``, MONAI's fused ``qkv``) and convolutions
+(peft's Conv2d LoRA: ``A`` is a conv of the layer's kernel with ``r`` outputs, ``B`` a 1x1 conv back to the layer's
+outputs; grouped / depthwise convolutions are refused: their LoRA update would not be a low-rank ``B A``)."""
+
+
+def _max_rank(module: nn.Module) -> int:
+    """The largest useful rank of a layer: ``min(d_out, d_in)`` with ``d_in = in_channels * kernel`` for a conv."""
+    if isinstance(module, nn.Conv2d):
+        return min(module.out_channels, module.in_channels * module.kernel_size[0] * module.kernel_size[1])
+    return min(module.out_features, module.in_features)
+
+
+def _match_targets(model: nn.Module, targets: Sequence[str], roots: list[str], r: int = 1) -> list[str]:
+    found = {n: m for n, m in model.named_modules() if isinstance(m, _ADAPTABLE) and n.startswith(tuple(roots))}
+    linears = list(found)
     matched: list[str] = []
     for target in targets:
         hits = [n for n in linears if n == target or n.endswith("." + target)]
@@ -49,10 +63,23 @@ def _match_targets(model: nn.Module, targets: Sequence[str], roots: list[str]) -
             short = sorted({n.rsplit(".", 1)[-1] for n in linears})
             where = "the model" if roots == [""] else " / ".join(r.rstrip(".") for r in roots)
             raise ValueError(
-                f"LoRA target {target!r} matches no nn.Linear in {where}. Linear module names there include: "
+                f"LoRA target {target!r} matches no nn.Linear / nn.Conv2d in {where}. Such module names there "
+                f"include: "
                 f"{', '.join(short[:8]) or '(none)'}."
             )
         matched += [n for n in hits if n not in matched]
+    for name in matched:
+        module = found[name]
+        if isinstance(module, nn.Conv2d) and module.groups != 1:
+            raise ValueError(
+                f"LoRA target module {name!r} is a grouped convolution (groups={module.groups}); adapt "
+                "its 1x1 neighbours (e.g. `_project_conv`, `_expand_conv`) instead."
+            )
+        if r > _max_rank(module):
+            raise ValueError(
+                f"LoRA rank r={r} is larger than module {name!r} allows ({type(module).__name__} "
+                f"{tuple(module.weight.shape)}: rank at most {_max_rank(module)})."
+            )
     return matched
 
 
@@ -72,7 +99,7 @@ def add_lora(
     adapter_names: Sequence[str] = ("global",),
     towers: Sequence[str] | None = ("image", "text"),
 ) -> list[str]:
-    """Inject LoRA adapters, in place, into the ``nn.Linear`` modules named by ``targets``.
+    """Inject LoRA adapters, in place, into the ``nn.Linear`` / ``nn.Conv2d`` modules named by ``targets``.
 
     Every adapter of the model (those added now and any added before) ends up active and trainable, so
     ``adapter_names=("global", "personal")`` gives ``W = W0 + (alpha/r)(B_g A_g + B_p A_p)``. peft initialises each B
@@ -97,8 +124,9 @@ def add_lora(
         adapters is frozen.
 
     Raises:
-        ValueError: a target that matches no ``nn.Linear`` (the message lists names that exist), a bad ``r``, an
-            empty ``adapter_names``, or an adapter name that already exists.
+        ValueError: a target that matches no ``nn.Linear`` / ``nn.Conv2d`` (the message lists names that exist), a
+            bad ``r`` or one larger than a matched layer allows (named), a grouped convolution, an empty
+            ``adapter_names``, or an adapter name that already exists.
     """
     from peft import LoraConfig, inject_adapter_in_model
     from peft.tuners.tuners_utils import set_adapter
@@ -114,7 +142,7 @@ def add_lora(
     if clash:
         raise ValueError(f"LoRA adapter {clash[0]!r} already exists (present: {', '.join(existing)}).")
     roots = _roots(model, towers)
-    modules = _match_targets(model, targets, roots)
+    modules = _match_targets(model, targets, roots, r)
     before = {n: p.requires_grad for n, p in model.named_parameters()}
     for name in adapter_names:
         config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, bias="none")
@@ -188,7 +216,9 @@ def load_adapter_state_dict(
 def lora_factor_pairs(model: nn.Module, adapter: str = "global") -> list[tuple[nn.Parameter, nn.Parameter]]:
     """``(A, B)`` weights of ``adapter`` per adapted layer, in module order (A: ``r x in``, B: ``out x r``).
 
-    The live parameters (not copies), so orthogonality regularisers between adapters backpropagate into them.
+    The live parameters (not copies), so orthogonality regularisers between adapters backpropagate into them; a
+    convolution's factors are 2-D views of them (A: ``r x (in * kh * kw)``, B: ``out x r``), so ``B A`` is the
+    flattened kernel update.
 
     Raises:
         ValueError: the model has no adapter of that name.
@@ -196,7 +226,9 @@ def lora_factor_pairs(model: nn.Module, adapter: str = "global") -> list[tuple[n
     from peft.tuners.lora import LoraLayer
 
     pairs = [
-        (m.lora_A[adapter].weight, m.lora_B[adapter].weight)
+        (m.lora_A[adapter].weight.flatten(1), m.lora_B[adapter].weight.flatten(1))
+        if m.lora_A[adapter].weight.dim() > 2
+        else (m.lora_A[adapter].weight, m.lora_B[adapter].weight)
         for m in model.modules()
         if isinstance(m, LoraLayer) and adapter in m.lora_A
     ]

@@ -77,7 +77,7 @@ def test_adapter_state_dict_errors():
 
 
 def test_target_matching_nothing_names_it():
-    with pytest.raises(ValueError, match=r"LoRA target 'query' matches no nn.Linear.*include: 0, 2"):
+    with pytest.raises(ValueError, match=r"LoRA target 'query' matches no nn.Linear / nn.Conv2d.*include: 0, 2"):
         add_lora(_mlp(), ["0", "query"])
 
 
@@ -94,5 +94,5 @@ def test_dual_encoder_lora_on_both_towers_keeps_heads_trainable():
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == set(model.param_names("lora")) | set(model.param_names("deep"))
     assert len(lora_factor_pairs(model, "personal")) == 6
-    with pytest.raises(ValueError, match=r"LoRA target 'qkv' matches no nn.Linear in text_encoder"):
+    with pytest.raises(ValueError, match=r"LoRA target 'qkv' matches no nn.Linear / nn.Conv2d in text_encoder"):
         add_lora(build_dual_encoder("vit_tiny", "tiny_bert"), "qkv", towers=("text",))

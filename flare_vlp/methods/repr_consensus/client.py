@@ -16,9 +16,8 @@ import json
 import torch
 
 from flare_vlp.data.keys import SampleKey
-from flare_vlp.data.manifest import read_manifest
 from flare_vlp.experiments.builders import build_dataset, build_loader
-from flare_vlp.experiments.site_data import SiteData, load_site_data, locked_manifest
+from flare_vlp.experiments.site_data import SiteData, load_site_data, run_manifest
 from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext
 from flare_vlp.methods.messages import Message, PayloadKind, Representations, Task, TaskMeta
 from flare_vlp.methods.payload import Declaration
@@ -57,10 +56,7 @@ class ReprConsensusClient(ClientAlgo):
         self.data: SiteData = load_site_data(
             site.cfg, site.site, data_dir=site.data_dir, manifest=site.manifest, site_map=site.site_map
         )
-        if site.manifest is not None:
-            rows = read_manifest(site.manifest, allow_empty_report=site.cfg.data.allow_empty_report)
-        else:
-            rows = locked_manifest(site.cfg, site.data_dir)
+        rows = run_manifest(site.cfg, site.data_dir, site.manifest)
         public = rows.select(split="public")
         self._public = {r.id: i for i, r in enumerate(public)}
         self._public_ds = build_dataset(public, site.cfg.data, train=False)
