@@ -41,8 +41,9 @@ def _cell(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
 
-def comparison_table(rows: dict[str, dict], metrics: Sequence[str] = HEADLINE) -> str:
-    """Markdown: one row per run, one column per metric."""
+def comparison_table(rows: dict[str, dict], metrics: Sequence[str] | None = None) -> str:
+    """Markdown: one row per run, one column per metric (default: the headline the runs have, see ``_columns``)."""
+    metrics = _columns(rows) if metrics is None else metrics
     lines = ["| run | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for name, summary in rows.items():
         lines.append(f"| {name} | " + " | ".join(_cell(summary.get(m)) for m in metrics) + " |")

@@ -213,6 +213,10 @@ def test_fedopal_runs_in_the_flare_simulator_and_report_shows_mean_and_worst_sit
     table = capsys.readouterr().out
     assert "| run | bacc_mean | bacc_worst | auc_mean | auc_worst |" in table
     assert f"| sim | {summary['bacc_mean']:.3f} | {summary['bacc_worst']:.3f} |" in table
+    from flare_vlp.experiments.report import comparison_table  # the table `flare-vlp run` prints after the run
+
+    printed = comparison_table({"fedopal": summary})
+    assert printed.splitlines()[0] == "| run | bacc_mean | bacc_worst | auc_mean | auc_worst |"
 
 
 def test_tower_starts_from_a_vlp_run_folder_and_a_missing_one_is_named(tmp_path, tiny_data_dir):
