@@ -34,20 +34,23 @@ OVERRIDES = {
     "train": {"batch_size": 32, "bn_recalibration_batches": 1},
 }  # fmt: skip
 ROUNDS, LOCAL_STEPS = 10, 8
-RUNS = ["fedopal", "local_lora", "fedavg_lora", "ffa_lora", "fedsa_lora", "fedavg_full"]
-BASELINES = RUNS[1:]
+BASELINES = ["local_lora", "fedavg_lora", "ffa_lora", "fedsa_lora", "fedavg_full"]
+ABLATIONS = {"fedopal_mu0": ("fedopal", {"mu": 0.0})}
+"""Exploratory runs added after the main grid (docs/benchmarks.md says so): name -> (method, its settings)."""
+RUNS = ["fedopal", *BASELINES, *ABLATIONS]
 METRICS = ["bacc_mean", "bacc_worst", "auc_mean", "auc_worst"]
 
 
-def run_one(method: str, seed: int, out: Path, fresh: bool, log) -> dict:
+def run_one(name: str, seed: int, out: Path, fresh: bool, log) -> dict:
     from flare_vlp.recipes.run import run_federated
 
-    run_dir = out / f"{method}_s{seed}"
+    method, method_args = ABLATIONS.get(name, (name, {}))
+    run_dir = out / f"{name}_s{seed}"
     if (run_dir / "summary.json").is_file() and not fresh:
         return json.loads((run_dir / "summary.json").read_text())
     start = time.time()
     run_federated(
-        CONFIG, run_dir, method, num_rounds=ROUNDS, local_steps=LOCAL_STEPS, overwrite=True,
+        CONFIG, run_dir, method, num_rounds=ROUNDS, local_steps=LOCAL_STEPS, overwrite=True, method_args=method_args,
         overrides={**OVERRIDES, "seed": seed}, env="inprocess", data_dir=out / f"synthcxr_s{seed}",
         echo=lambda line: None,
     )  # fmt: skip
@@ -56,7 +59,7 @@ def run_one(method: str, seed: int, out: Path, fresh: bool, log) -> dict:
     rounds = [e for e in events if e["event"] == "round"]
     data["bench"] = {"wall_s": time.time() - start, "bytes_per_client_round": rounds[-1].get("bytes_per_client", 0)}
     (run_dir / "summary.json").write_text(json.dumps(data, indent=1, default=str))
-    log(f"{method} seed {seed}: {json.dumps({m: round(data['summary'][m], 4) for m in METRICS})} "
+    log(f"{name} seed {seed}: {json.dumps({m: round(data['summary'][m], 4) for m in METRICS})} "
         f"({data['bench']['wall_s']:.0f} s)")  # fmt: skip
     return data
 
@@ -69,6 +72,7 @@ def trainable_parameters(method: str) -> int:
     from flare_vlp.methods.registry import method_config
 
     cfg = load_config(CONFIG, OVERRIDES)
+    method = ABLATIONS.get(method, (method,))[0]
     model, _ = build_classifier(build_model(cfg.model, seed=0), 5, method_config(method).options(), 0)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -94,12 +98,13 @@ def markdown(results: dict, seeds: list[int]) -> str:
     lines += ["", f"Best baseline on mean balanced accuracy: **{best}**. Paired per-seed differences (FedOPAL minus "
               "baseline), mean [95% percentile bootstrap over seeds]:", "",
               "| FedOPAL minus | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]  # fmt: skip
-    for base in BASELINES:
+    for base in [b for b in [*BASELINES, *ABLATIONS] if flat[b]]:
         row = []
         for m in METRICS:
             d = paired(flat, "fedopal", base, m, rng)
             row.append("n/a" if d is None else f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
-        lines.append(f"| {base}{' (best)' if base == best else ''} | " + " | ".join(row) + " |")
+        label = " (best)" if base == best else " (exploratory)" if base in ABLATIONS else ""
+        lines.append(f"| {base}{label} | " + " | ".join(row) + " |")
     orth = [v.get("orth_active_step") for r in results.get("fedopal", {}).values()
             for v in r.get("per_site", {}).values()]  # fmt: skip
     lines += ["", f"R_orth first active at local step {sorted(set(orth))} (per site and seed; steps counted from 0)."]
@@ -114,7 +119,7 @@ def markdown(results: dict, seeds: list[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--runs", nargs="+", default=RUNS, choices=RUNS)
+    p.add_argument("--runs", nargs="+", default=["fedopal", *BASELINES], choices=RUNS)
     p.add_argument("--out", type=Path, default=Path("runs/bench_fedopal"))
     p.add_argument("--archive", type=Path, default=None)
     p.add_argument("--fresh", action="store_true")
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[int, dict]] = {}
     for seed in args.seeds:
-        for method in args.runs:
+        for method in RUNS if args.tabulate else args.runs:  # --tabulate: every run folder there is
             summary_file = args.out / f"{method}_s{seed}" / "summary.json"
             if args.tabulate:
                 if summary_file.is_file():
