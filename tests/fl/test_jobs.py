@@ -35,7 +35,10 @@ def test_export_names_flare_vlp_classes_and_ships_no_code(tmp_path, tiny_data_di
         tmp_path / "jobs", config="tiny", data_dir=tiny_data_dir, num_rounds=3, n_clients=2,
         method_configs={"fedprox": {"mu": 0.1}},
     )  # fmt: skip
-    assert sorted(paths) == ["fedaid", "fedavg", "feddra", "fedprox"]
+    from flare_vlp.recipes.export import exportable_methods
+
+    assert sorted(paths) == sorted(exportable_methods())  # every single-role method in the registry
+    assert {"fedaid", "fedavg", "feddra", "fedprox", "fedopal", "ffa_lora", "fedavg_full"} <= set(paths)
     for method, job in paths.items():
         assert _read(job / "meta.json")["min_clients"] == 2
         server = _read(job / "app" / "config" / "config_fed_server.json")
