@@ -4,7 +4,7 @@ heterogeneous SynthCXR sites; FedOPAL against local-only LoRA, FedAvg-LoRA, FFA-
 fine-tuning FedAvg, 5 seeds, paired per-seed differences with bootstrap intervals.
 
 Run:  .venv/bin/python bench/bench_fedopal.py [--seeds 0 1 2 3 4] [--runs fedopal ...] [--out runs/bench_fedopal]
-      [--archive docs/results/fedopal]   (`--tabulate` only re-prints from the run folders)
+      [--archive docs/results/fedopal]   (`--tabulate` only re-prints; the table covers every run folder under --out)
 
 Settings, endpoints and the target are in docs/benchmarks.md ("FedOPAL benchmark"), written before any run. Every
 run is a real one through ``flare_vlp.recipes.run.run_federated(env="inprocess")`` (the platform's in-process
@@ -94,6 +94,8 @@ def markdown(results: dict, seeds: list[int]) -> str:
         params = trainable_parameters(method)
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {b:,} | {params:,} | {wall:.0f} |")
     flat = {m: {s: r["summary"] for s, r in results.get(m, {}).items()} for m in RUNS}
+    if not flat["fedopal"] or not any(flat[m] for m in BASELINES):
+        return "\n".join(lines)  # no comparison without FedOPAL and a baseline
     best = max((m for m in BASELINES if flat[m]), key=lambda m: np.mean([r["bacc_mean"] for r in flat[m].values()]))
     lines += ["", f"Best baseline on mean balanced accuracy: **{best}**. Paired per-seed differences (FedOPAL minus "
               "baseline), mean [95% percentile bootstrap over seeds]:", "",
@@ -126,15 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tabulate", action="store_true")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[int, dict]] = {}
+    if not args.tabulate:
+        for seed in args.seeds:
+            for name in args.runs:
+                run_one(name, seed, args.out, args.fresh, print)
+    results: dict[str, dict[int, dict]] = {}  # the table: every run folder there is for these seeds
     for seed in args.seeds:
-        for method in RUNS if args.tabulate else args.runs:  # --tabulate: every run folder there is
-            summary_file = args.out / f"{method}_s{seed}" / "summary.json"
-            if args.tabulate:
-                if summary_file.is_file():
-                    results.setdefault(method, {})[seed] = json.loads(summary_file.read_text())
-                continue
-            results.setdefault(method, {})[seed] = run_one(method, seed, args.out, args.fresh, print)
+        for name in RUNS:
+            summary_file = args.out / f"{name}_s{seed}" / "summary.json"
+            if summary_file.is_file():
+                results.setdefault(name, {})[seed] = json.loads(summary_file.read_text())
     table = markdown(results, args.seeds)
     print(table)
     if args.archive is not None:
