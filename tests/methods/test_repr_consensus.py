@@ -110,7 +110,7 @@ def test_only_public_representations_leave_and_the_personal_model_stays(tmp_path
     finally:
         ReprConsensusStrategy.accept = original
     assert len(seen) == 4 and run.global_weights() == {}
-    public = set(run.algos["site-1"]._public)
+    public = set(run.algos["site-1"]._public.ids)
     for site, reply in seen:
         assert not reply.weights and not reply.adapters
         assert set(reply.representations.ids) <= public
