@@ -5,7 +5,7 @@ them in one process. Importing this package registers the built-in methods (ligh
 class paths resolved on first use).
 """
 
-from flare_vlp.methods import creamfl, fedavg, feddra, repr_consensus  # noqa: F401  (registration)
+from flare_vlp.methods import fedavg, feddra, repr_consensus  # noqa: F401  (registration)
 from flare_vlp.methods.registry import (
     DEFAULT_ROLE,
     MethodSpec,
@@ -16,3 +16,6 @@ from flare_vlp.methods.registry import (
 )
 
 __all__ = ["DEFAULT_ROLE", "MethodSpec", "get_method", "method_config", "method_names", "register_method"]
+
+# registered after the weights methods, so method listings (flags, jobs, tables) keep their order
+from flare_vlp.methods import creamfl  # noqa: E402, F401

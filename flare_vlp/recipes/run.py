@@ -52,6 +52,7 @@ def run_federated(
     roles: dict[str, str] | None = None,
     role_settings: dict[str, dict] | None = None,
     role_mix: str | dict[str, int] | None = None,
+    data_sites: list[str] | None = None,
 ) -> dict:
     """Run ``method`` in FLARE and write its run folder; returns the headline summary.
 
@@ -66,7 +67,8 @@ def run_federated(
     ``poc_workspace``, default ``RUN_DIR/flare/poc``; always stopped afterwards) or ``prod`` (a provisioned system:
     ``startup_kit`` is the admin ``username``'s startup kit; every site ran ``flare-vlp jobs allow``). ``clients``:
     the FLARE client names, mapped in order onto the data's training sites (default ``site-1..site-N``).
-    ``timeout``: seconds to wait for a POC or prod job (0: no limit).
+    ``timeout``: seconds to wait for a POC or prod job (0: no limit). ``data_sites``: only these training sites take
+    part (e.g. FedAvg over the image-text sites of a CreamFL comparison); default all.
     """
     spec = get_method(method)  # unknown method: error with the registered names
     settings = method_config(method, method_args)
@@ -82,6 +84,11 @@ def run_federated(
     manifest = prepare_manifest(cfg, data_dir)
     trained = {r.site for r in manifest if r.split in ("train", "test")}  # not the public split's own "site"
     sites = [s for s in manifest.sites if not is_unseen(s) and s in trained]
+    if data_sites is not None:
+        unknown = sorted(set(data_sites) - set(sites))
+        if unknown or not data_sites:
+            raise ValueError(f"data_sites {list(data_sites)}: {unknown or 'none'} not among the training sites {sites}")
+        sites = [s for s in sites if s in set(data_sites)]
     echo(f"[{method}] data: {len(manifest)} rows; {len(sites)} sites {sites}; {num_rounds} rounds in env '{env}'")
     clients = list(clients) if clients else [f"site-{i + 1}" for i in range(len(sites))]
     if len(clients) != len(sites):
