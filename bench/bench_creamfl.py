@@ -32,9 +32,9 @@ IMAGE_TEXT_SITES = ["site-4", "site-5"]
 RUNS: dict[str, dict] = {
     "public_only": {"public_only": True},
     "fedavg_it": {"method": "fedavg", "data_sites": IMAGE_TEXT_SITES},
-    "creamfl": {"method": "creamfl"},
-    "creamfl_no_inter": {"method": "creamfl", "args": {"regularisers": "intra"}},
-    "creamfl_no_intra": {"method": "creamfl", "args": {"regularisers": "inter"}},
+    "creamfl": {"method": "creamfl", "args": {"public_samples": 128}},
+    "creamfl_no_inter": {"method": "creamfl", "args": {"public_samples": 128, "regularisers": "intra"}},
+    "creamfl_no_intra": {"method": "creamfl", "args": {"public_samples": 128, "regularisers": "inter"}},
 }
 RECALLS = [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)]
 METRICS = [*RECALLS, "rsum", "zero_shot_pooled"]

@@ -8,6 +8,7 @@ round exchanges.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,19 @@ from flare_vlp.experiments.builders import build_dataset, build_loader
 from flare_vlp.experiments.site_data import locked_manifest
 
 __all__ = ["PublicSet", "sample_public_ids"]
+
+_DATASETS: dict[tuple, Dataset] = {}
+_LOCK = threading.Lock()
+
+
+def _public_dataset(rows: Manifest, cfg: ExperimentConfig) -> Dataset:
+    """The decoded public images, built once per process (the in-process runner's sites and server read the same
+    immutable files; a FLARE site is its own process and decodes its own copy)."""
+    key = (str(rows.path), tuple(r.id for r in rows), repr(cfg.data))
+    with _LOCK:
+        if key not in _DATASETS:
+            _DATASETS[key] = build_dataset(rows, cfg.data, train=False)
+        return _DATASETS[key]
 
 
 def sample_public_ids(public: Sequence[str], n: int, seed: int) -> list[str]:
@@ -64,7 +78,7 @@ class PublicSet:
         public = rows.select(split="public")
         if len(public) == 0:
             raise ValueError(f"{rows.path}: no public split (SynthCXR: set data.synth.public_samples > 0)")
-        return cls(public, build_dataset(public, cfg.data, train=False))
+        return cls(public, _public_dataset(public, cfg))
 
     def __post_init__(self) -> None:
         self.ids = [r.id for r in self.rows]
