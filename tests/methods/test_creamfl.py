@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from method_helpers import CREAMFL, CREAMFL_ROLES
 
-from flare_vlp.config import load_config
+from flare_vlp.cli import main
+from flare_vlp.config import load_config, merge_overrides, preset_path
 from flare_vlp.data.manifest import read_manifest
 from flare_vlp.methods.client import SiteContext, seal_reply
 from flare_vlp.methods.creamfl.strategy import CreamFLStrategy
@@ -78,13 +80,20 @@ def test_bad_replies_are_refused_with_the_reason(creamfl_data_dir):
     strategy.reset()
 
 
-def test_empty_public_split_and_unknown_roles_are_errors(tiny_data_dir, creamfl_data_dir, tmp_path):
+def test_empty_public_split_and_unknown_roles_are_errors(tiny_data_dir, creamfl_data_dir, tmp_path, capsys):
     with pytest.raises(ValueError, match="no public split.*public_samples"):
         _strategy(tiny_data_dir, config_overrides=None)
     with pytest.raises(ValueError, match="has no role 'audio'.*roles"):
         assign_roles("creamfl", ["site-1", "site-2"], "image:1,audio:1")
     with pytest.raises(ValueError, match="gives 3 sites, but there are 2"):
         assign_roles("creamfl", ["site-1", "site-2"], "image:2,text:1")
+    config = tmp_path / "creamfl.yaml"  # tiny + the fixture's overrides, as a user's YAML
+    config.write_text(yaml.safe_dump(merge_overrides(yaml.safe_load(preset_path("tiny").read_text()), CREAMFL)))
+    cli = ["run", "--method", "creamfl", "--config", str(config), "--data-dir", str(creamfl_data_dir)]
+    assert main([*cli, "--roles", "image:5", "--out", str(tmp_path / "cli")]) == 2
+    assert "gives 5 sites, but there are 3 training sites" in capsys.readouterr().err
+    assert main([*cli, "--roles", "image:1,txt:2", "--out", str(tmp_path / "cli")]) == 2
+    assert "did you mean 'text'" in capsys.readouterr().err and not (tmp_path / "cli").exists()
     with pytest.raises(ValueError, match="has no site role 'audio'"):
         run_in_process(
             "creamfl", sites=["site-1"], run_dir=tmp_path / "run", config="tiny", config_overrides=CREAMFL,
@@ -146,9 +155,11 @@ def test_flare_simulator_run_with_a_role_mix(tmp_path, creamfl_data_dir):
     """`run_federated` in the FLARE simulator with a role mix; the server model is evaluated on the test split."""
     from flare_vlp.recipes.run import run_federated
 
+    overrides = {**CREAMFL, "eval": {"linear_probe": False}}
     summary = run_federated(
         "tiny", tmp_path / "creamfl", "creamfl", num_rounds=1, local_steps=1, data_dir=creamfl_data_dir,
-        method_args=SETTINGS, overrides=CREAMFL, env="sim", role_mix="image:1,text:1,image_text:1", echo=lambda m: None,
+        method_args=SETTINGS, overrides=overrides, env="sim", role_mix="image:1,text:1,image_text:1",
+        echo=lambda m: None,
     )  # fmt: skip
     for key in ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@5", "zero_shot_pooled"):
         assert 0 <= summary[key] <= 1
