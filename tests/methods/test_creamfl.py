@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from method_helpers import CREAMFL, CREAMFL_ROLES
+from method_helpers import CREAMFL, CREAMFL_ROLES, recorded_replies
 
 from flare_vlp.cli import main
 from flare_vlp.config import load_config, merge_overrides, preset_path
@@ -104,22 +104,12 @@ def test_empty_public_split_and_unknown_roles_are_errors(tiny_data_dir, creamfl_
 def test_heterogeneous_roles_share_only_public_representations(tmp_path, creamfl_data_dir):
     """In process, all three roles: every reply the server gets carries only public-set representations in the
     site's modalities (no weights, no private sample); a reply with weights or a private id is stopped at the site."""
-    seen: list[tuple[str, Message]] = []
-    original = CreamFLStrategy.accept
-
-    def spy(self, task, site, reply):
-        seen.append((site, reply))
-        return original(self, task, site, reply)
-
-    CreamFLStrategy.accept = spy
-    try:
+    with recorded_replies(CreamFLStrategy) as seen:
         run = run_in_process(
             "creamfl", sites=list(CREAMFL_ROLES), run_dir=tmp_path / "run", config="tiny", config_overrides=CREAMFL,
             method_settings=SETTINGS, num_rounds=2, data_dir=creamfl_data_dir, local_steps=1, roles=CREAMFL_ROLES,
             site_map={s: s for s in CREAMFL_ROLES},
         )  # fmt: skip
-    finally:
-        CreamFLStrategy.accept = original
     rows = read_manifest(Path(creamfl_data_dir) / "manifest.jsonl")
     public = {r.id for r in rows if r.split == "public"}
     private = {r.id for r in rows if r.split != "public"}
