@@ -119,13 +119,17 @@ def bytes_per_round(out: Path, seed: int) -> dict:
         rounds = [json.loads(x) for x in events.read_text().splitlines() if '"event": "round"' in x]
         if rounds:
             r = rounds[0]
-            info["creamfl_up_per_site"] = r["bytes_up"] / len(r["sites"])
+            info["creamfl_up_per_site_mean"] = r["bytes_up"] / len(r["sites"])
             info["creamfl_down_per_site"] = r["bytes_down"] / len(r["sites"])
-    model = out / f"seed-{seed}" / "fedavg_it" / "models" / "global.safetensors"
-    if model.is_file():
-        from safetensors.numpy import load_file
+    from flare_vlp.config import load_config
+    from flare_vlp.experiments.builders import build_model
+    from flare_vlp.methods.tensors import DEFAULT_GROUPS, exchanged_keys
 
-        info["fedavg_model_per_site_each_way"] = sum(a.nbytes for a in load_file(str(model)).values())
+    cfg = load_config(CONFIG, {"seed": seed})  # what a FedAvg site sends (and gets) of the server's architecture
+    model = build_model(cfg.model, seed=seed)
+    state = model.state_dict()
+    keys = exchanged_keys(model, DEFAULT_GROUPS, cfg.model.frozen)
+    info["fedavg_model_per_site_each_way"] = sum(state[k].numel() * state[k].element_size() for k in keys)
     return info
 
 
@@ -145,6 +149,10 @@ def markdown(results: dict, seeds: list[int], out: Path) -> str:
         wall = np.mean([s.get("wall_seconds", float("nan")) for s in by_seed.values()])
         lines.append(f"| {name} | {len(by_seed)} | " + " | ".join(cells) + f" | {wall:.0f} |")
     flat = {n: {s: with_rsum(v["summary"]) for s, v in by_seed.items()} for n, by_seed in results.items()}
+    anyrun = next((v for by_seed in flat.values() for v in by_seed.values()), None)
+    if anyrun is not None:
+        levels = ", ".join(f"R@{k} {anyrun[f'chance_R@{k}']:.3f}" for k in (1, 5, 10))
+        lines += ["", f"Chance level of a random ranking under the `labels` hit rule (seed {min(seeds)}): {levels}."]
     rng = np.random.default_rng(0)
     shown = ["i2t_R@5", "t2i_R@5", "i2t_R@1", "t2i_R@1", "rsum", "zero_shot_pooled"]
     lines += ["", "Paired differences per seed (mean [bootstrap 95% CI over seeds]):", ""]
