@@ -5,7 +5,9 @@ Yu et al., "Multimodal Federated Learning via Contrastive Representation Ensembl
 public image-text set. On a batch of N public samples ``j``:
 
 * inter-modal: ``CE(<i_loc^j, t_g^.> / tau_r, target j)``: the local image representation of sample j must pick
-  the global TEXT representation of the same sample among the batch (the text side mirrors it);
+  the global TEXT representation of the same sample among the WHOLE bank of global text representations the server
+  sent (the round's public subset), with the public index j as target, as the reference code does
+  (``MMClientTrainer.py``), not only among the batch (the text side mirrors it);
 * intra-modal (MOON style): ``CE([<i_loc^j, i_g^j>, <i_loc^j, i_old^j>] / tau_r, target 0)``: closer to the global
   representation of the same modality than to the client's own round-start representation;
 * distillation (server): ``MSE(f(x_j), I_j)`` towards the client ensemble ``I_j`` (see ``ensemble.py``).
@@ -40,25 +42,43 @@ def _check_tau(tau_r: float) -> None:
 
 
 def inter_modal_contrast(
-    local_embeds: torch.Tensor, global_other_modal: torch.Tensor, tau_r: float = CREAMFL_TAU
+    local_embeds: torch.Tensor,
+    global_bank: torch.Tensor,
+    targets: torch.Tensor,
+    tau_r: float = CREAMFL_TAU,
 ) -> torch.Tensor:
-    """Inter-modal regulariser ``CE(<i_loc^j, t_g^j'> / tau_r over j', target j)``.
+    """Inter-modal regulariser ``CE(<i_loc^j, t_g^j'> / tau_r over every j' of the bank, target j)``.
+
+    The reference scores a batch of local representations against the whole bank of global representations of the
+    other modality, the target being each sample's row in the bank (its public index), not in-batch.
 
     Args:
-        local_embeds: N x D local representations of N public samples in one modality (``i_loc``).
-        global_other_modal: N x D global representations of the same samples in the OTHER modality (``t_g``).
+        local_embeds: B x D local representations of B public samples in one modality (``i_loc``).
+        global_bank: N x D global representations of the round's N public samples in the OTHER modality (``t_g``).
+        targets: B row indices into ``global_bank`` (long): the public index of each local sample.
         tau_r: temperature, default 0.5.
 
     Returns:
-        Scalar loss, mean over the N samples.
+        Scalar loss, mean over the B samples.
 
     Raises:
-        ValueError: on mismatched shapes, an empty batch or ``tau_r <= 0``.
+        ValueError: on mismatched dimensions, an empty batch or bank, targets outside the bank, or ``tau_r <= 0``.
     """
-    _check_rows("inter_modal_contrast", local_embeds=local_embeds, global_other_modal=global_other_modal)
+    if local_embeds.ndim != 2 or global_bank.ndim != 2 or local_embeds.shape[1] != global_bank.shape[1]:
+        raise ValueError(
+            f"inter_modal_contrast: expected B x D local and N x D bank, got {tuple(local_embeds.shape)} and "
+            f"{tuple(global_bank.shape)}."
+        )
+    if local_embeds.shape[0] == 0 or global_bank.shape[0] == 0:
+        raise ValueError("inter_modal_contrast: empty batch or bank.")
+    targets = torch.as_tensor(targets, dtype=torch.long, device=local_embeds.device)
+    if targets.shape != (local_embeds.shape[0],):
+        raise ValueError(f"inter_modal_contrast: {tuple(targets.shape)} targets for {local_embeds.shape[0]} samples.")
+    if int(targets.min()) < 0 or int(targets.max()) >= global_bank.shape[0]:
+        raise ValueError(f"inter_modal_contrast: targets outside the bank of {global_bank.shape[0]} rows.")
     _check_tau(tau_r)
-    logits = local_embeds @ global_other_modal.detach().T / tau_r
-    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+    logits = local_embeds @ global_bank.detach().T / tau_r
+    return F.cross_entropy(logits, targets)
 
 
 def intra_modal_contrast(

@@ -41,6 +41,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--rounds", type=int, default=None, help="federated rounds (default: the YAML's fl.rounds, else 5)")
     r.add_argument("--local-steps", type=int, default=None, help="steps per round (default: one local epoch)")
     r.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"], help="torch device of every site")
+    r.add_argument(
+        "--roles",
+        default=None,
+        help="site roles of a multi-role method as role:count pairs mapped onto the sites in order, e.g. "
+        "image:2,text:1,image_text:2 for creamfl (default: the method's default roles, cycled)",
+    )
     add_method_arguments(r)
     r.add_argument("--data-dir", type=Path, default=None, help="SynthCXR folder (default: OUT/../data/synthcxr-<hash>)")
     r.add_argument("--seed", type=int, default=None)
@@ -79,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         local_steps=args.local_steps or fl["local_steps"], data_dir=args.data_dir, overwrite=args.overwrite,
         method_args=settings, overrides=overrides, env=args.env, poc_workspace=args.poc_workspace,
         startup_kit=args.startup_kit, username=args.username, clients=args.sites.split(",") if args.sites else None,
-        timeout=args.timeout, device=args.device or fl["device"],
+        timeout=args.timeout, device=args.device or fl["device"], role_mix=args.roles,
     )  # fmt: skip
     print(comparison_table({args.method: summary}))
     return 0

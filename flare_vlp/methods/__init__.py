@@ -16,3 +16,6 @@ from flare_vlp.methods.registry import (
 )
 
 __all__ = ["DEFAULT_ROLE", "MethodSpec", "get_method", "method_config", "method_names", "register_method"]
+
+# registered after the weights methods, so method listings (flags, jobs, tables) keep their order
+from flare_vlp.methods import creamfl  # noqa: E402, F401

@@ -34,6 +34,7 @@ __all__ = [
     "resolve",
     "fl_settings",
     "FL_RUN_KEYS",
+    "assign_roles",
 ]
 
 DEFAULT_ROLE = "default"
@@ -65,7 +66,9 @@ class MethodSpec:
         summary: one line for listings and job folders.
         job_name: the exported job folder's name.
         recipe: class path of the FLARE recipe that builds its job (the generic one unless the method needs more).
-        default_roles: how sites get roles when a job does not say (``None``: every site has :data:`DEFAULT_ROLE`).
+        default_roles: how sites get roles when a job does not say: the roles given to the sites in order, cycled
+            (``None``: every site has :data:`DEFAULT_ROLE`).
+        job_overrides: config overrides every exported job of the method needs (e.g. a public split).
         evaluator: class path of the function that evaluates a finished run
             (:mod:`flare_vlp.experiments.federated_eval`; default: the global dual encoder on the pooled test split).
     """
@@ -78,6 +81,7 @@ class MethodSpec:
     job_name: str = ""
     recipe: str = "flare_vlp.recipes.method_recipe.MethodRecipe"
     default_roles: tuple[str, ...] | None = None
+    job_overrides: Mapping[str, Any] = field(default_factory=dict)
     evaluator: str = "flare_vlp.experiments.federated_eval.evaluate_global_model"
 
     def __post_init__(self) -> None:
@@ -87,6 +91,11 @@ class MethodSpec:
             raise TypeError(f"method {self.name!r}: config_cls must be a dataclass, got {self.config_cls!r}")
         if not self.roles:
             raise ValueError(f"method {self.name!r}: needs at least one role")
+        unknown = sorted(set(self.default_roles or ()) - set(self.roles))
+        if unknown:
+            raise ValueError(
+                f"method {self.name!r}: default_roles {unknown} are not among its roles {sorted(self.roles)}"
+            )
 
     def strategy_cls(self) -> type:
         return resolve(self.strategy)
@@ -98,6 +107,47 @@ class MethodSpec:
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
+
+
+def assign_roles(method: str, sites: list[str], mix: str | Mapping[str, int] | None = None) -> dict[str, str] | None:
+    """Site -> role for ``sites`` (in order): from a role mix such as ``"image:2,text:1,image_text:2"`` (or a mapping
+    role -> count), else from the method's ``default_roles`` cycled over the sites. ``None`` for a single-role
+    method without a mix.
+
+    Raises:
+        ValueError: a malformed mix, a role the method does not have, a count that is not a positive integer, a mix
+            whose counts do not add up to the number of sites, or a mix for a method without site roles.
+    """
+    spec = get_method(method)
+    if mix is None:
+        if spec.default_roles is None:
+            return None
+        return {site: spec.default_roles[i % len(spec.default_roles)] for i, site in enumerate(sites)}
+    if set(spec.roles) == {DEFAULT_ROLE}:
+        raise ValueError(f"method {method!r} has no site roles; a role mix ({mix!r}) does not apply")
+    counts: dict[str, int] = {}
+    items = mix.items() if isinstance(mix, Mapping) else [part.partition(":")[::2] for part in mix.split(",")]
+    for role, count in items:
+        role = str(role).strip()
+        if role not in spec.roles:
+            close = difflib.get_close_matches(role, list(spec.roles), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"role mix {mix!r}: method {method!r} has no role {role!r}{hint}; roles {sorted(spec.roles)}"
+            )
+        try:
+            n = int(count)
+        except (TypeError, ValueError):
+            n = 0
+        if n < 1 or role in counts:
+            raise ValueError(f"role mix {mix!r}: expected role:count pairs (count >= 1, each role once), got {role!r}")
+        counts[role] = n
+    if sum(counts.values()) != len(sites):
+        raise ValueError(
+            f"role mix {mix!r} gives {sum(counts.values())} sites, but there are {len(sites)} training sites {sites}"
+        )
+    roles = [role for role, n in counts.items() for _ in range(n)]
+    return dict(zip(sites, roles))
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:

@@ -1,17 +1,23 @@
-"""``flare-vlp jobs export``: one FLARE job folder per registered single-role method, from the registry."""
+"""``flare-vlp jobs export``: one FLARE job folder per registered method, from the registry.
+
+A multi-role method is exported when it names ``default_roles`` (its sites get them in order, cycled); a method's
+``job_overrides`` (e.g. CreamFL's public split) are merged over the config, and its SynthCXR folder is its own
+(``<data_dir>-<method>``: a data folder belongs to one SynthCXR config).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from flare_vlp.methods.registry import DEFAULT_ROLE, get_method, method_names, resolve
+from flare_vlp.config import merge_overrides
+from flare_vlp.methods.registry import DEFAULT_ROLE, assign_roles, get_method, method_names, resolve
 
 __all__ = ["export_jobs", "exportable_methods"]
 
 
 def exportable_methods() -> list[str]:
-    """Methods whose job needs no per-site role assignment (every site plays the default role)."""
-    return [m for m in method_names() if set(get_method(m).roles) == {DEFAULT_ROLE}]
+    """Methods whose sites get roles without a job saying so: single-role methods and those with default roles."""
+    return [m for m in method_names() if set(get_method(m).roles) == {DEFAULT_ROLE} or get_method(m).default_roles]
 
 
 def export_jobs(
@@ -36,14 +42,20 @@ def export_jobs(
     paths = {}
     for method in methods or exportable_methods():
         spec = get_method(method)
+        sites = [f"site-{i + 1}" for i in range(n_clients)]
+        roles = assign_roles(method, sites)
+        extra = dict(kwargs)
+        if spec.job_overrides:
+            extra["config_overrides"] = merge_overrides(extra.get("config_overrides"), dict(spec.job_overrides))
         recipe = resolve(spec.recipe)(
             method=method,
             method_config=(method_configs or {}).get(method),
             config=config,
-            data_dir=data_dir,
+            data_dir=f"{data_dir}-{method}" if spec.job_overrides else data_dir,
             num_rounds=num_rounds,
             min_clients=n_clients,
-            **kwargs,
+            **({"roles": roles, "sites": sites} if roles else {}),
+            **extra,
         )
         recipe.export(str(out_dir))
         paths[method] = out_dir / spec.job_name

@@ -21,7 +21,7 @@ from flare_vlp.experiments.builders import default_data_dir, prepare_manifest
 from flare_vlp.experiments.convergence import convergence, global_loss_by_round
 from flare_vlp.experiments.plots import plot_dro_weights, plot_losses
 from flare_vlp.experiments.run_folder import RunFolder
-from flare_vlp.methods.registry import config_values, get_method, method_config, resolve
+from flare_vlp.methods.registry import assign_roles, config_values, get_method, method_config, resolve
 from flare_vlp.utils.io import atomic_output_dir
 
 __all__ = ["ENVS", "dro_trajectories", "run_federated"]
@@ -51,6 +51,8 @@ def run_federated(
     device: str = "cpu",
     roles: dict[str, str] | None = None,
     role_settings: dict[str, dict] | None = None,
+    role_mix: str | dict[str, int] | None = None,
+    data_sites: list[str] | None = None,
 ) -> dict:
     """Run ``method`` in FLARE and write its run folder; returns the headline summary.
 
@@ -58,13 +60,15 @@ def run_federated(
     ``method_args``: the method's settings (fields of its registered config: FedProx ``mu``; FedDRA / FedAID ``rho``,
     ``eta``, ``signal``, ...), validated before anything runs. ``device``: ``cpu``, ``cuda`` or ``auto`` for every
     site. ``roles`` / ``role_settings``: per-site roles of a multi-role method (see
-    :class:`~flare_vlp.recipes.MethodRecipe`).
+    :class:`~flare_vlp.recipes.MethodRecipe`); without ``roles``, ``role_mix`` (``"image:2,text:1,image_text:2"``)
+    or else the method's default roles map onto the clients in order (:func:`~flare_vlp.methods.registry.assign_roles`).
     ``env``: ``sim`` (simulator), ``inprocess`` (the platform's in-process runner: the same strategy and client
     algorithms in this process, no FLARE; for benchmark seed grids), ``poc`` (a POC system on this machine, in
     ``poc_workspace``, default ``RUN_DIR/flare/poc``; always stopped afterwards) or ``prod`` (a provisioned system:
     ``startup_kit`` is the admin ``username``'s startup kit; every site ran ``flare-vlp jobs allow``). ``clients``:
     the FLARE client names, mapped in order onto the data's training sites (default ``site-1..site-N``).
-    ``timeout``: seconds to wait for a POC or prod job (0: no limit).
+    ``timeout``: seconds to wait for a POC or prod job (0: no limit). ``data_sites``: only these training sites take
+    part (e.g. FedAvg over the image-text sites of a CreamFL comparison); default all.
     """
     spec = get_method(method)  # unknown method: error with the registered names
     settings = method_config(method, method_args)
@@ -78,12 +82,20 @@ def run_federated(
     data_dir = Path(data_dir).absolute() if data_dir is not None else default_data_dir(cfg, out_dir.parent)
     t0 = time.perf_counter()
     manifest = prepare_manifest(cfg, data_dir)
-    sites = [s for s in manifest.sites if not is_unseen(s) and len(manifest.select(site=s, split=["train", "test"]))]
+    trained = {r.site for r in manifest if r.split in ("train", "test")}  # not the public split's own "site"
+    sites = [s for s in manifest.sites if not is_unseen(s) and s in trained]
+    if data_sites is not None:
+        unknown = sorted(set(data_sites) - set(sites))
+        if unknown or not data_sites:
+            raise ValueError(f"data_sites {list(data_sites)}: {unknown or 'none'} not among the training sites {sites}")
+        sites = [s for s in sites if s in set(data_sites)]
     echo(f"[{method}] data: {len(manifest)} rows; {len(sites)} sites {sites}; {num_rounds} rounds in env '{env}'")
     clients = list(clients) if clients else [f"site-{i + 1}" for i in range(len(sites))]
     if len(clients) != len(sites):
         raise ValueError(f"{len(clients)} FLARE clients {clients} for {len(sites)} training sites {sites}")
     site_map = dict(zip(clients, sites))
+    if roles is None:
+        roles = assign_roles(method, clients, role_mix)  # a bad mix fails before any training
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         if env == "inprocess":
             from flare_vlp.methods.runner import run_in_process

@@ -20,10 +20,21 @@ def _reps(n=5, d=4, seed=0):
 def test_inter_modal_contrast_hand_computed_and_detached():
     local = torch.eye(2, requires_grad=True)
     global_text = torch.eye(2, requires_grad=True)
-    loss = inter_modal_contrast(local, global_text, tau_r=0.5)
+    loss = inter_modal_contrast(local, global_text, torch.tensor([0, 1]), tau_r=0.5)
     assert loss.item() == pytest.approx(-(2 - math.log(math.exp(2) + 1)))
     loss.backward()
     assert local.grad is not None and global_text.grad is None
+
+
+def test_inter_modal_contrast_scores_the_whole_bank_with_public_index_targets():
+    """One local sample (public row 2) against a bank of 3: the softmax runs over all 3 rows, target 2."""
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    local = torch.tensor([[0.6, 0.8]])
+    logits = torch.tensor([0.6, 0.8, 1.0]) / 0.5
+    expected = -(logits[2] - torch.logsumexp(logits, 0))
+    assert inter_modal_contrast(local, bank, torch.tensor([2])).item() == pytest.approx(expected.item())
+    with pytest.raises(ValueError, match="targets outside the bank"):
+        inter_modal_contrast(local, bank, torch.tensor([3]))
 
 
 def test_intra_modal_contrast_hand_computed():
@@ -40,7 +51,9 @@ def test_distillation_and_arg_checks():
     with pytest.raises(ValueError, match="shapes differ"):
         distillation_loss(torch.ones(2, 3), torch.zeros(3, 3))
     with pytest.raises(ValueError, match="`tau_r` must be > 0"):
-        inter_modal_contrast(torch.ones(2, 3), torch.ones(2, 3), tau_r=0.0)
+        inter_modal_contrast(torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1]), tau_r=0.0)
+    with pytest.raises(ValueError, match="B x D local and N x D bank"):
+        inter_modal_contrast(torch.ones(2, 3), torch.ones(4, 2), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="old_local"):
         intra_modal_contrast(torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 4))
 
@@ -57,6 +70,26 @@ def test_ensemble_weights_match_formula():
     torch.testing.assert_close(ensemble_weights(torch.stack(clients), global_text, chunk_size=2), alpha)
     expected = (alpha[..., None] * torch.stack(clients)).sum(0)
     torch.testing.assert_close(ensemble_representations(clients, global_text), expected)
+
+
+def test_ensemble_weights_and_targets_hand_computed():
+    """Two clients, two public samples, e1/e2 representations; worked by hand.
+
+    Client A retrieves its own pair (a_j = t_j), client B the other one (b_0 = t_1, b_1 = t_0):
+    s_A0 = <a_0, t_0> - log(e^1 + e^0) = 1 - log(1 + e); s_B0 = 0 - log(1 + e); alpha_A0 = e / (1 + e) = 0.7311,
+    alpha_B0 = 1 / (1 + e) = 0.2689; I_0 = 0.7311 * e1 + 0.2689 * e2 (sample 1 mirrors it).
+    """
+    global_text = np.eye(2, dtype=np.float32)
+    client_a = np.eye(2, dtype=np.float32)
+    client_b = np.eye(2, dtype=np.float32)[[1, 0]]
+    alpha = ensemble_weights([client_a, client_b], global_text)
+    e = math.e
+    np.testing.assert_allclose(alpha, [[e / (1 + e)] * 2, [1 / (1 + e)] * 2], rtol=1e-6)
+    targets = ensemble_representations([client_a, client_b], global_text)
+    np.testing.assert_allclose(targets, [[e / (1 + e), 1 / (1 + e)], [1 / (1 + e), e / (1 + e)]], rtol=1e-6)
+    # three clients, one of them a copy of A: the per-sample softmax splits A's share, 2e / (2e + 1)
+    alpha3 = ensemble_weights([client_a, client_b, client_a], global_text)
+    np.testing.assert_allclose(alpha3[0] + alpha3[2], [2 * e / (2 * e + 1)] * 2, rtol=1e-6)
 
 
 def test_ensemble_prefers_the_client_that_retrieves_its_pair():

@@ -37,8 +37,16 @@ def test_export_names_flare_vlp_classes_and_ships_no_code(tmp_path, tiny_data_di
     )  # fmt: skip
     from flare_vlp.recipes.export import exportable_methods
 
-    assert sorted(paths) == sorted(exportable_methods())  # every single-role method in the registry
-    assert {"fedaid", "fedavg", "feddra", "fedprox", "fedopal", "ffa_lora", "fedavg_full"} <= set(paths)
+    assert sorted(paths) == sorted(exportable_methods())  # every method with a job (single role or default roles)
+    assert {"fedaid", "fedavg", "feddra", "fedprox", "fedopal", "ffa_lora", "fedavg_full", "creamfl"} <= set(paths)
+    roles = paths.pop("creamfl")  # per-site roles: one app per site, the method's default roles in site order
+    assert _read(roles / "meta.json")["deploy_map"] == {"app_server": ["server"], "app_site-1": ["site-1"],
+                                                        "app_site-2": ["site-2"]}  # fmt: skip
+    for site, role in (("site-1", "image_text"), ("site-2", "image")):
+        executor = _read(roles / f"app_{site}" / "config" / "config_fed_client.json")["executors"][0]["executor"]
+        assert executor["path"] == EXECUTOR and executor["args"]["role"] == role
+        assert executor["args"]["config_overrides"] == {"data": {"synth": {"public_samples": 64}}}  # job_overrides
+        assert executor["args"]["data_dir"] == f"{tiny_data_dir.resolve()}-creamfl"  # its own SynthCXR config
     for method, job in paths.items():
         assert _read(job / "meta.json")["min_clients"] == 2
         server = _read(job / "app" / "config" / "config_fed_server.json")

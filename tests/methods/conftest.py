@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from method_helpers import PUBLIC
+from method_helpers import CREAMFL, PUBLIC
 
 
 @pytest.fixture(scope="session")
@@ -13,4 +13,15 @@ def public_data_dir(tmp_path_factory):
 
     data_dir = tmp_path_factory.mktemp("public") / "synthcxr"
     prepare_manifest(load_config("tiny", PUBLIC), data_dir)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def creamfl_data_dir(tmp_path_factory):
+    """tiny with three sites and a public split (:data:`method_helpers.CREAMFL`)."""
+    from flare_vlp.config import load_config
+    from flare_vlp.experiments.builders import prepare_manifest
+
+    data_dir = tmp_path_factory.mktemp("creamfl") / "synthcxr"
+    prepare_manifest(load_config("tiny", CREAMFL), data_dir)
     return data_dir

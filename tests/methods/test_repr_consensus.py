@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from method_helpers import PUBLIC
+from method_helpers import PUBLIC, recorded_replies
 
 from flare_vlp.config import load_config
 from flare_vlp.fl.persistor import MODEL_FILE, read_checkpoint
@@ -93,24 +93,14 @@ def test_empty_public_split_is_an_error(tiny_data_dir):
 @pytest.mark.slow
 def test_only_public_representations_leave_and_the_personal_model_stays(tmp_path, public_data_dir):
     """In process: every reply the server gets is checked here; the stores hold models of two architectures."""
-    seen: list[tuple[str, Message]] = []
-    original = ReprConsensusStrategy.accept
-
-    def spy(self, task, site, reply):
-        seen.append((site, reply))
-        return original(self, task, site, reply)
-
-    ReprConsensusStrategy.accept = spy
-    try:
+    with recorded_replies(ReprConsensusStrategy) as seen:
         run = run_in_process(
             "repr_consensus", sites=list(ROLES), run_dir=tmp_path / "run", config="tiny", config_overrides=PUBLIC,
             method_settings=SETTINGS, num_rounds=2, data_dir=public_data_dir, local_steps=1, roles=ROLES,
             role_settings=ROLE_SETTINGS,
         )  # fmt: skip
-    finally:
-        ReprConsensusStrategy.accept = original
     assert len(seen) == 4 and run.global_weights() == {}
-    public = set(run.algos["site-1"]._public)
+    public = set(run.algos["site-1"]._public.ids)
     for site, reply in seen:
         assert not reply.weights and not reply.adapters
         assert set(reply.representations.ids) <= public

@@ -16,11 +16,11 @@ import json
 import torch
 
 from flare_vlp.data.keys import SampleKey
-from flare_vlp.experiments.builders import build_dataset, build_loader
-from flare_vlp.experiments.site_data import SiteData, load_site_data, run_manifest
+from flare_vlp.experiments.site_data import SiteData, load_site_data
 from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext
 from flare_vlp.methods.messages import Message, PayloadKind, Representations, Task, TaskMeta
 from flare_vlp.methods.payload import Declaration
+from flare_vlp.methods.public_set import PublicSet
 from flare_vlp.training import train_loop
 from flare_vlp.training.objectives import ContrastiveObjective, batch_to_device
 
@@ -56,10 +56,7 @@ class ReprConsensusClient(ClientAlgo):
         self.data: SiteData = load_site_data(
             site.cfg, site.site, data_dir=site.data_dir, manifest=site.manifest, site_map=site.site_map
         )
-        rows = run_manifest(site.cfg, site.data_dir, site.manifest)
-        public = rows.select(split="public")
-        self._public = {r.id: i for i, r in enumerate(public)}
-        self._public_ds = build_dataset(public, site.cfg.data, train=False)
+        self._public = PublicSet.load(site.cfg, data_dir=site.data_dir, manifest=site.manifest)
         self._fingerprint = model_fingerprint(site.cfg)
         self.rounds_done = 0
         stored = site.store.load(STORE_ENTRY, expect={"model": self._fingerprint})
@@ -82,12 +79,10 @@ class ReprConsensusClient(ClientAlgo):
     # -- tasks ------------------------------------------------------------------------------------------------
 
     def _public_loader(self, ids: list[str]):
-        subset = torch.utils.data.Subset(self._public_ds, [self._public[i] for i in ids])
         cfg = self.cfg
-        return build_loader(
-            subset, self.data.tokenizer, batch_size=cfg.train.batch_size, max_length=cfg.data.max_text_length,
-            shuffle=False,
-        )  # fmt: skip
+        return self._public.loader(
+            ids, self.data.tokenizer, batch_size=cfg.train.batch_size, max_length=cfg.data.max_text_length
+        )
 
     def _encode(self, batch: dict) -> dict[str, torch.Tensor]:
         model = self.data.model
@@ -133,11 +128,7 @@ class ReprConsensusClient(ClientAlgo):
 
     def train(self, task: Task, message: Message, should_abort: ShouldAbort) -> Message | None:
         reps = message.representations
-        if reps is None or not reps.ids:
-            raise ValueError(f"task {task.name!r} names no public samples")
-        unknown = [i for i in reps.ids if i not in self._public]
-        if unknown:
-            raise ValueError(f"site {self.site.site!r}: public ids {unknown[:3]} are not in this site's public split")
+        self._public.check_ids(self.site.site, reps.ids if reps is not None else [])
         steps = task.local_steps or self.site.local_steps or len(self.data.train_loader)
         result = train_loop(
             self.data.model,

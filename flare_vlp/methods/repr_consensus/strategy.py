@@ -16,6 +16,7 @@ import numpy as np
 
 from flare_vlp.methods.messages import Message, Representations, Task, TaskName
 from flare_vlp.methods.payload import validate_representations
+from flare_vlp.methods.public_set import sample_public_ids
 from flare_vlp.methods.strategy import ServerStrategy
 
 __all__ = ["ReprConsensusStrategy", "MODALITIES"]
@@ -35,9 +36,7 @@ class ReprConsensusStrategy(ServerStrategy):
     def setup(self, params) -> None:
         self._bank: dict[str, dict[str, np.ndarray]] = {m: {} for m in MODALITIES}  # modality -> id -> vector
         public = self.ctx.public_ids()  # the sites read the same public split
-        n = min(self.config.public_samples or len(public), len(public))
-        picked = np.random.default_rng(self.ctx.cfg.seed).choice(len(public), size=n, replace=False)
-        self._ids = [public[i] for i in sorted(picked)]  # one seeded draw, exchanged every round
+        self._ids = sample_public_ids(public, self.config.public_samples, self.ctx.cfg.seed)  # exchanged every round
 
     def round_tasks(self, rnd: int) -> list[Task]:
         options = {"kd_weight": float(self.config.kd_weight), "kd_steps": int(self.config.kd_steps)}

@@ -1,0 +1,220 @@
+"""The CreamFL client: a private model of its own architecture and modality that never leaves the site.
+
+Per round (methods.md section 3, step 2-3; the reference's ``MMClientTrainer`` order):
+
+1. receive the server's global image and text representations of the round's public subset;
+2. keep its own round-start representations of that subset (the intra-modal negatives, ``i_old``);
+3. train on its private data with the role's task: ``image`` sites classify findings from the image, ``text``
+   sites from the report text (BCE, :class:`~flare_vlp.methods.creamfl.models.FindingsObjective`), ``image_text``
+   sites train contrastively (the same ``train_loop`` and objective as every VLP site);
+4. one pass over the public subset with ``reg_weight * (inter + intra)`` per modality it has: inter-modal against
+   the WHOLE bank of global representations of the other modality (target: the sample's public index), intra-modal
+   MOON style (global positive, own round-start negative), ``tau_r`` 0.5;
+5. reply with its representations of the public subset in its modalities only.
+
+The whole model (and head) is personal state, kept in the site store (entry ``model``, tagged with a fingerprint of
+the role and architecture) and restored when the site or job restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from flare_vlp.algorithms.creamfl import inter_modal_contrast, intra_modal_contrast
+from flare_vlp.experiments.site_data import SiteData, load_site_data
+from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext
+from flare_vlp.methods.creamfl.config import REGULARISERS
+from flare_vlp.methods.creamfl.models import (
+    ROLE_MODALITIES,
+    FindingsObjective,
+    RoleModel,
+    client_model_config,
+    with_model,
+)
+from flare_vlp.methods.messages import Message, PayloadKind, Representations, Task, TaskMeta
+from flare_vlp.methods.payload import Declaration
+from flare_vlp.methods.public_set import PublicSet
+from flare_vlp.training import train_loop
+from flare_vlp.training.loop import set_train_mode
+from flare_vlp.training.objectives import ContrastiveObjective, Objective, batch_to_device
+
+__all__ = ["CreamFLClient"]
+
+STORE_ENTRY = "model"
+OPTIONS = ("reg_weight", "tau_r", "regularisers")
+
+
+class CreamFLClient(ClientAlgo):
+    """A CreamFL site of role ``image``, ``text`` or ``image_text``.
+
+    Args:
+        model: the client's ``model:`` section (default: the role's architecture,
+            :data:`~flare_vlp.methods.creamfl.models.CLIENT_MODELS`); ``embed_dim`` defaults to the server's.
+    """
+
+    def __init__(self, model: Mapping | None = None):
+        self._model_option = dict(model) if model is not None else None
+
+    def initialize(self, site: SiteContext) -> None:
+        if site.role not in ROLE_MODALITIES:
+            raise ValueError(f"site {site.site!r}: unknown CreamFL role {site.role!r}; roles {sorted(ROLE_MODALITIES)}")
+        self.site, self.modalities = site, ROLE_MODALITIES[site.role]
+        model_cfg = client_model_config(site.cfg, site.role, self._model_option)
+        self.cfg = with_model(site.cfg, model_cfg)
+        self.public = PublicSet.load(site.cfg, data_dir=site.data_dir, manifest=site.manifest)
+        self.data: SiteData = load_site_data(
+            self.cfg, site.site, data_dir=site.data_dir, manifest=site.manifest, site_map=site.site_map
+        )
+        self.model = RoleModel(self.data.model, site.role, len(self.public.findings))
+        self.model.make_trainable(list(model_cfg.frozen))
+        key = json.dumps({"role": site.role, "model": model_cfg.__dict__}, sort_keys=True, default=str)
+        self._fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
+        self.rounds_done = 0
+        stored = site.store.load(STORE_ENTRY, expect={"model": self._fingerprint})
+        if stored is not None:
+            tensors, meta = stored
+            self.model.load_state_dict(tensors, strict=True)
+            self.rounds_done = int(meta.get("rounds_done", 0))
+            site.logger.info(f"site {site.site!r}: restored its model from the site store ({self.rounds_done} rounds)")
+
+    def declaration(self) -> Declaration:
+        return Declaration(
+            receives=frozenset({PayloadKind.REPRESENTATIONS}),
+            trains=(f"the private {self.site.role} model ({', '.join(self.modalities)})",),
+            shares=frozenset({PayloadKind.REPRESENTATIONS, PayloadKind.METRICS}),
+            shareable_keys=None,
+            private_keys=frozenset(self.model.state_dict()),
+            modalities=frozenset(self.modalities),
+        )
+
+    def objective(self) -> Objective:
+        """The role's private task."""
+        if self.model.head is None:
+            return ContrastiveObjective(self.cfg.train.positives)
+        return FindingsObjective(self.modalities[0])
+
+    # -- tasks ------------------------------------------------------------------------------------------------
+
+    def train(self, task: Task, message: Message, should_abort: ShouldAbort) -> Message | None:
+        ids, banks = self._received(message)
+        options = self._options(task)
+        terms = REGULARISERS[options.get("regularisers", "both")]
+        old = self._represent(ids) if "intra" in terms else {}
+        steps = task.local_steps or self.site.local_steps or len(self.data.train_loader)
+        result = train_loop(
+            self.model, self.data.train_loader, self.cfg.train, objective=self.objective(), device=self.site.device,
+            steps=steps, seed=self.cfg.seed + int(task.round), should_abort=should_abort,
+        )  # fmt: skip
+        if result.aborted:
+            return None
+        reg = self._regularise(ids, banks, old, terms, float(options.get("reg_weight", 0.5)),
+                               float(options.get("tau_r", 0.5)))  # fmt: skip
+        arrays = self._represent(ids)
+        self.model.cpu()
+        self.rounds_done += 1
+        self.site.store.save(
+            STORE_ENTRY, self.model.state_dict(),
+            {"model": self._fingerprint, "rounds_done": self.rounds_done, "role": self.site.role},
+        )  # fmt: skip
+        metrics = {"train_loss": result.final_loss, **reg, "steps": result.steps, "rounds_done": self.rounds_done}
+        self.site.stream("round", metrics, int(task.round))
+        return Message(
+            representations=Representations(list(ids), {m: arrays[m] for m in self.modalities}),
+            metrics=metrics,
+            meta={TaskMeta.N_SAMPLES: self.data.n_train, TaskMeta.SITE: self.data.data_site},
+        )
+
+    def evaluate(self, task: Task, message: Message) -> Message:
+        """The role's task loss of the site's own model on its val split (the message carries no weights)."""
+        from flare_vlp.methods.vlp import mean_loss
+
+        if self.data.val_loader is None:
+            return Message(metrics={"val_loss": float("nan")})
+        loss = mean_loss(self.model, self.data.val_loader, self.objective(), self.site.device)
+        return Message(metrics={"val_loss": loss, "n_val": self.data.n_val})
+
+    # -- steps ------------------------------------------------------------------------------------------------
+
+    def _received(self, message: Message) -> tuple[list[str], dict[str, torch.Tensor]]:
+        """The round's public ids and the global banks (both modalities, ``N x E``), checked."""
+        reps = message.representations
+        ids = list(reps.ids) if reps is not None else []
+        self.public.check_ids(self.site.site, ids)
+        dim = self.model.net.embed_dim
+        banks = {}
+        for modality in ("image", "text"):
+            if modality not in reps.arrays:
+                raise ValueError(f"site {self.site.site!r}: the task carries no global {modality} representations")
+            bank = np.asarray(reps.arrays[modality])
+            if bank.shape != (len(ids), dim):
+                raise ValueError(
+                    f"site {self.site.site!r}: global {modality} representations are {bank.shape}, expected "
+                    f"{(len(ids), dim)} (public ids x this client's embed_dim)"
+                )
+            banks[modality] = torch.as_tensor(bank, dtype=torch.float32)
+        return ids, banks
+
+    def _options(self, task: Task) -> dict:
+        unknown = sorted(set(task.options) - set(OPTIONS))
+        if unknown:
+            raise ValueError(f"site {self.site.site!r}: task options {unknown} unknown to CreamFL ({OPTIONS})")
+        options = dict(task.options)
+        if options.get("regularisers", "both") not in REGULARISERS:
+            raise ValueError(f"site {self.site.site!r}: regularisers={options['regularisers']!r}, expected one of "
+                             f"{list(REGULARISERS)}")  # fmt: skip
+        return options
+
+    def _loader(self, ids: list[str], shuffle: bool = False, seed: int = 0):
+        train = self.cfg.train
+        return self.public.loader(ids, self.data.tokenizer, batch_size=train.batch_size,
+                                  max_length=self.cfg.data.max_text_length, shuffle=shuffle, seed=seed)  # fmt: skip
+
+    def _regularise(self, ids, banks, old, terms, weight: float, tau_r: float) -> dict[str, float]:
+        """One pass over the public subset of ``weight * (inter + intra)`` per modality (methods.md 3, step 2)."""
+        if not terms or weight == 0:
+            return {}
+        model, device = self.model, self.site.device
+        model.to(device)
+        set_train_mode(model)  # the unused, frozen tower stays in eval mode
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.cfg.train.lr, weight_decay=0.0)
+        row = {sample: i for i, sample in enumerate(ids)}
+        other = {"image": "text", "text": "image"}
+        sums = {"inter": 0.0, "intra": 0.0}
+        batches = 0
+        for batch in self._loader(ids):
+            batch = batch_to_device(batch, device)
+            rows = torch.tensor([row[str(i)] for i in batch["id"]])
+            loss = torch.zeros((), device=device)
+            for modality in self.modalities:
+                z = model.embed(modality, batch)
+                if "inter" in terms:
+                    inter = inter_modal_contrast(z, banks[other[modality]].to(device), rows.to(device), tau_r)
+                    loss, sums["inter"] = loss + inter, sums["inter"] + float(inter.detach())
+                if "intra" in terms:
+                    intra = intra_modal_contrast(
+                        z, banks[modality][rows].to(device), torch.as_tensor(old[modality])[rows].to(device), tau_r
+                    )
+                    loss, sums["intra"] = loss + intra, sums["intra"] + float(intra.detach())
+            optimizer.zero_grad(set_to_none=True)
+            (weight * loss).backward()
+            optimizer.step()
+            batches += 1
+        return {f"reg_{k}": v / max(batches, 1) for k, v in sums.items() if k in terms}
+
+    @torch.no_grad()
+    def _represent(self, ids: list[str]) -> dict[str, np.ndarray]:
+        """This client's l2-normalised representations of the public samples ``ids`` (row i = ids[i])."""
+        model, device = self.model, self.site.device
+        model.eval().to(device)
+        parts: dict[str, list] = {m: [] for m in self.modalities}
+        for batch in self._loader(ids):
+            batch = batch_to_device(batch, device)
+            for m in self.modalities:
+                parts[m].append(model.embed(m, batch).float().cpu())
+        return {m: torch.cat(v).numpy() for m, v in parts.items()}

@@ -1,0 +1,54 @@
+"""Typed config of CreamFL (methods.md section 3; defaults from the reference code where it has one)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from flare_vlp.methods.registry import check, setting
+
+__all__ = ["CreamFLConfig", "REGULARISERS"]
+
+REGULARISERS = {"both": ("inter", "intra"), "inter": ("inter",), "intra": ("intra",), "none": ()}
+"""``regularisers`` setting -> the local regulariser terms the clients run (the ablations drop one or both)."""
+
+
+@dataclass(frozen=True)
+class CreamFLConfig:
+    """CreamFL: heterogeneous clients share only representations of a public image-text set.
+
+    Args:
+        public_samples: public samples whose global and local representations are exchanged per round (a fresh
+            seeded draw every round, seed = experiment seed + round; ``0``: the whole public split).
+        kd_weight: weight of the server's distillation towards the ensembled client representations (0.3).
+        reg_weight: weight of the clients' local inter- + intra-modal regularisers on the public set (0.5).
+        tau_r: temperature of the local regularisers (0.5).
+        regularisers: which local regularisers the clients run: ``both`` (default), ``inter``, ``intra``, ``none``.
+        server_steps: server contrastive steps on the whole public split per round (``0``: one pass).
+        server_lr: server learning rate (``None``: the experiment's ``train.lr``).
+    """
+
+    public_samples: int = setting(256, "public samples exchanged per round, a fresh seeded draw each round (0: all)")
+    kd_weight: float = setting(0.3, "server distillation weight towards the client representation ensemble")
+    reg_weight: float = setting(0.5, "weight of the clients' inter- + intra-modal regularisers on the public set")
+    tau_r: float = setting(0.5, "temperature of the clients' inter- and intra-modal regularisers")
+    regularisers: Literal["both", "inter", "intra", "none"] = setting(
+        "both", "client regularisers: both, inter, intra or none (ablations)"
+    )
+    server_steps: int = setting(0, "server contrastive steps on the public split per round (0: one pass)")
+    server_lr: float | None = setting(None, "server learning rate (default: train.lr)")
+
+    def __post_init__(self) -> None:
+        check(self.public_samples >= 0, "public_samples", f"must be >= 0, got {self.public_samples}")
+        for key in ("kd_weight", "reg_weight"):
+            value = getattr(self, key)
+            check(math.isfinite(value) and value >= 0, key, f"must be a finite number >= 0, got {value}")
+        check(math.isfinite(self.tau_r) and self.tau_r > 0, "tau_r", f"must be > 0, got {self.tau_r}")
+        check(
+            self.regularisers in REGULARISERS, "regularisers", f"must be one of {list(REGULARISERS)}, got "
+            f"{self.regularisers!r}"
+        )  # fmt: skip
+        check(self.server_steps >= 0, "server_steps", f"must be >= 0, got {self.server_steps}")
+        if self.server_lr is not None:
+            check(self.server_lr > 0, "server_lr", f"must be > 0, got {self.server_lr}")

@@ -1,0 +1,160 @@
+"""CreamFL on the platform: heterogeneous roles in one job, only public-set representations leave a site, the
+server ensemble copes with absent client types, bad replies and bad set-ups get named errors, and the job runs in
+the FLARE simulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from method_helpers import CREAMFL, CREAMFL_ROLES, recorded_replies
+
+from flare_vlp.cli import main
+from flare_vlp.config import load_config, merge_overrides, preset_path
+from flare_vlp.data.manifest import read_manifest
+from flare_vlp.methods.client import SiteContext, seal_reply
+from flare_vlp.methods.creamfl.strategy import CreamFLStrategy
+from flare_vlp.methods.messages import Message, Representations, TaskMeta
+from flare_vlp.methods.payload import DisclosureError
+from flare_vlp.methods.registry import assign_roles, method_config
+from flare_vlp.methods.runner import run_in_process
+from flare_vlp.methods.strategy import ServerContext
+
+SETTINGS = {"public_samples": 16}
+
+
+def _strategy(data_dir, config_overrides=CREAMFL, **settings) -> CreamFLStrategy:
+    strategy = CreamFLStrategy(method_config("creamfl", {**SETTINGS, **settings}))
+    strategy.initialize(ServerContext(load_config("tiny", config_overrides), 2, 1, data_dir=str(data_dir)))
+    return strategy
+
+
+def _reply(ids, role: str, dim: int = 32, seed: int = 0, **arrays) -> Message:
+    rng = np.random.default_rng(seed)
+    modalities = {"image": ["image"], "text": ["text"], "image_text": ["image", "text"]}[role]
+    default = {m: rng.normal(size=(len(ids), dim)).astype(np.float32) for m in modalities}
+    return Message(representations=Representations(list(ids), {**default, **arrays}), meta={TaskMeta.ROLE: role})
+
+
+def test_a_round_with_one_client_type_distils_only_that_side(creamfl_data_dir):
+    """Only image-only sites reply: the image side is ensembled and distilled, the text tower is left alone."""
+    strategy = _strategy(creamfl_data_dir)
+    task = strategy.round_tasks(0)[0]
+    message = strategy.task_message(task, "site-2")
+    ids = message.representations.ids
+    assert len(ids) == 16 and set(message.representations.arrays) == {"image", "text"}
+    text_head = {k: v.clone() for k, v in strategy.model.text_head.state_dict().items()}
+    image_head = {k: v.clone() for k, v in strategy.model.image_head.state_dict().items()}
+    for seed, site in enumerate(("site-2", "site-4")):
+        assert strategy.accept(task, site, _reply(ids, "image", seed=seed)) is None
+    info = strategy.aggregate(task).info
+    assert info["image_clients"] == ["site-2", "site-4"] and info["text_clients"] == []
+    assert np.isfinite(info["kd_loss"]) and info["bytes_up"] == 2 * 16 * 32 * 4
+    for key, value in strategy.model.text_head.state_dict().items():
+        torch.testing.assert_close(value, text_head[key], rtol=0, atol=0)
+    assert any(not torch.equal(v, image_head[k]) for k, v in strategy.model.image_head.state_dict().items())
+
+
+BAD_REPLIES = [
+    ("image", {"image": np.zeros((16, 16), np.float32)}, slice(None), "shape"),  # a client of another embed_dim
+    ("image", {}, slice(1, None), "ids differ"),
+    ("image", {"text": np.zeros((16, 32), np.float32)}, slice(None), "has no ['text'] modality"),
+    ("image_text", {"text": np.full((16, 32), np.inf, np.float32)}, slice(None), "non-finite"),
+    ("audio", {}, slice(None), "not a CreamFL role"),
+]
+
+
+def test_bad_replies_are_refused_with_the_reason(creamfl_data_dir):
+    strategy = _strategy(creamfl_data_dir)
+    task = strategy.round_tasks(0)[0]
+    for role, arrays, ids_slice, says in BAD_REPLIES:
+        ids = strategy.task_message(task, "s").representations.ids[ids_slice]
+        reply = _reply(ids, role if role != "audio" else "image", **arrays)
+        reply.meta[TaskMeta.ROLE] = role
+        reason = strategy.accept(task, "site-9", reply)
+        assert reason is not None and says in reason and "site-9" in reason, (role, says, reason)
+    strategy.reset()
+
+
+def test_empty_public_split_and_unknown_roles_are_errors(tiny_data_dir, creamfl_data_dir, tmp_path, capsys):
+    with pytest.raises(ValueError, match="no public split.*public_samples"):
+        _strategy(tiny_data_dir, config_overrides=None)
+    with pytest.raises(ValueError, match="has no role 'audio'.*roles"):
+        assign_roles("creamfl", ["site-1", "site-2"], "image:1,audio:1")
+    with pytest.raises(ValueError, match="gives 3 sites, but there are 2"):
+        assign_roles("creamfl", ["site-1", "site-2"], "image:2,text:1")
+    config = tmp_path / "creamfl.yaml"  # tiny + the fixture's overrides, as a user's YAML
+    config.write_text(yaml.safe_dump(merge_overrides(yaml.safe_load(preset_path("tiny").read_text()), CREAMFL)))
+    cli = ["run", "--method", "creamfl", "--config", str(config), "--data-dir", str(creamfl_data_dir)]
+    assert main([*cli, "--roles", "image:5", "--out", str(tmp_path / "cli")]) == 2
+    assert "gives 5 sites, but there are 3 training sites" in capsys.readouterr().err
+    assert main([*cli, "--roles", "image:1,txt:2", "--out", str(tmp_path / "cli")]) == 2
+    assert "did you mean 'text'" in capsys.readouterr().err and not (tmp_path / "cli").exists()
+    with pytest.raises(ValueError, match="has no site role 'audio'"):
+        run_in_process(
+            "creamfl", sites=["site-1"], run_dir=tmp_path / "run", config="tiny", config_overrides=CREAMFL,
+            data_dir=creamfl_data_dir, roles={"site-1": "audio"},
+        )  # fmt: skip
+
+
+def test_heterogeneous_roles_share_only_public_representations(tmp_path, creamfl_data_dir):
+    """In process, all three roles: every reply the server gets carries only public-set representations in the
+    site's modalities (no weights, no private sample); a reply with weights or a private id is stopped at the site."""
+    with recorded_replies(CreamFLStrategy) as seen:
+        run = run_in_process(
+            "creamfl", sites=list(CREAMFL_ROLES), run_dir=tmp_path / "run", config="tiny", config_overrides=CREAMFL,
+            method_settings=SETTINGS, num_rounds=2, data_dir=creamfl_data_dir, local_steps=1, roles=CREAMFL_ROLES,
+            site_map={s: s for s in CREAMFL_ROLES},
+        )  # fmt: skip
+    rows = read_manifest(Path(creamfl_data_dir) / "manifest.jsonl")
+    public = {r.id for r in rows if r.split == "public"}
+    private = {r.id for r in rows if r.split != "public"}
+    expected = {"image_text": {"image", "text"}, "image": {"image"}, "text": {"text"}}
+    assert len(seen) == 6
+    for site, reply in seen:
+        assert not reply.weights and not reply.adapters
+        assert set(reply.representations.ids) <= public and not set(reply.representations.ids) & private
+        assert set(reply.representations.arrays) == expected[CREAMFL_ROLES[site]]
+    events = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rounds = [e for e in events if e["event"] == "round"]
+    assert [e["image_clients"] for e in rounds] == [["site-1", "site-2"]] * 2
+    assert [e["text_clients"] for e in rounds] == [["site-1", "site-3"]] * 2
+    # the architectures differ by role, and the server model is larger than any client's
+    sizes = {s: sum(p.numel() for p in a.model.parameters()) for s, a in run.algos.items()}
+    encoders = {s: type(a.model.net.image_encoder).__name__ for s, a in run.algos.items()}
+    assert encoders["site-1"] != encoders["site-2"]
+    assert sum(p.numel() for p in run.strategy.model.parameters()) > max(sizes.values())
+    # the site-side disclosure check: weights, or a representation of a private sample, never leave
+    algo = run.algos["site-2"]
+    ctx = SiteContext("site-2", load_config("tiny", CREAMFL), store=None, role="image")
+    asked = Message(representations=Representations(sorted(public)[:2], {}))
+    leak = Message(weights={"net.image_head.weight": np.zeros((2, 2), np.float32)})
+    with pytest.raises(DisclosureError, match="does not declare"):
+        seal_reply(ctx, algo.declaration(), leak, asked)
+    private_id = sorted(private)[0]
+    sneak = Message(representations=Representations([private_id], {"image": np.zeros((1, 32), np.float32)}))
+    with pytest.raises(DisclosureError, match="not public ids"):
+        seal_reply(ctx, algo.declaration(), sneak, asked)
+
+
+def test_flare_simulator_run_with_a_role_mix(tmp_path, creamfl_data_dir):
+    """`run_federated` in the FLARE simulator with a role mix; the server model is evaluated on the test split."""
+    from flare_vlp.recipes.run import run_federated
+
+    overrides = {**CREAMFL, "eval": {"linear_probe": False}}
+    summary = run_federated(
+        "tiny", tmp_path / "creamfl", "creamfl", num_rounds=1, local_steps=1, data_dir=creamfl_data_dir,
+        method_args=SETTINGS, overrides=overrides, env="sim", role_mix="image:1,text:1,image_text:1",
+        echo=lambda m: None,
+    )  # fmt: skip
+    for key in ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@5", "zero_shot_pooled"):
+        assert 0 <= summary[key] <= 1
+    events = [json.loads(line) for line in (tmp_path / "creamfl" / "metrics.jsonl").read_text().splitlines()]
+    roles = {e["site"]: e["role"] for e in events if e["event"] == "site"}
+    assert roles == {"site-1": "image", "site-2": "text", "site-3": "image_text"}
+    (rnd,) = [e for e in events if e["event"] == "round"]
+    assert rnd["image_clients"] == ["site-1", "site-3"] and rnd["text_clients"] == ["site-2", "site-3"]
