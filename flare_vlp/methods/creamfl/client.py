@@ -42,6 +42,7 @@ from flare_vlp.methods.public_set import PublicSet
 from flare_vlp.training import train_loop
 from flare_vlp.training.loop import set_train_mode
 from flare_vlp.training.objectives import ContrastiveObjective, Objective, batch_to_device
+from flare_vlp.training.schedule import round_window
 
 __all__ = ["CreamFLClient"]
 
@@ -109,6 +110,7 @@ class CreamFLClient(ClientAlgo):
         result = train_loop(
             self.model, self.data.train_loader, self.cfg.train, objective=self.objective(), device=self.site.device,
             steps=steps, seed=self.cfg.seed + int(task.round), should_abort=should_abort,
+            schedule_window=self.schedule_window(task, steps),
         )  # fmt: skip
         if result.aborted:
             return None
@@ -121,7 +123,8 @@ class CreamFLClient(ClientAlgo):
             STORE_ENTRY, self.model.state_dict(),
             {"model": self._fingerprint, "rounds_done": self.rounds_done, "role": self.site.role},
         )  # fmt: skip
-        metrics = {"train_loss": result.final_loss, **reg, "steps": result.steps, "rounds_done": self.rounds_done}
+        metrics = {"train_loss": result.final_loss, "lr": result.last_logs.get("lr", float("nan")), **reg,
+                   "steps": result.steps, "rounds_done": self.rounds_done}  # fmt: skip
         self.site.stream("round", metrics, int(task.round))
         return Message(
             representations=Representations(list(ids), {m: arrays[m] for m in self.modalities}),
@@ -137,6 +140,14 @@ class CreamFLClient(ClientAlgo):
             return Message(metrics={"val_loss": float("nan")})
         loss = mean_loss(self.model, self.data.val_loader, self.objective(), self.site.device)
         return Message(metrics={"val_loss": loss, "n_val": self.data.n_val})
+
+    def schedule_window(self, task: Task, steps: int) -> tuple[int, int] | None:
+        """Where this round's private steps sit in the run's lr schedule, as at every VLP site
+        (:meth:`flare_vlp.methods.vlp.VLPClientAlgo.schedule_window`): one warmup + decay across the rounds, unless
+        ``train.federated_schedule: round`` or the task carries no round count (then a fresh schedule per round)."""
+        if self.cfg.train.federated_schedule == "round" or not task.total_rounds:
+            return None
+        return round_window(int(task.round), int(task.total_rounds), steps)
 
     # -- steps ------------------------------------------------------------------------------------------------
 
