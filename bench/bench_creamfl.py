@@ -3,8 +3,12 @@ architectures) against the same server model trained on the public split alone a
 image-text sites only (homogeneous, the server's architecture); ablations without the inter- / intra-modal
 regularisers; bytes per round; wall time per run.
 
-Run:  PYTHONPATH=. .venv/bin/python bench/bench_creamfl.py [--seeds 0 1 2] [--out runs/bench_creamfl]
+Run:  PYTHONPATH=. .venv/bin/python bench/bench_creamfl.py [--plan v3] [--seeds 0 1 2] [--out runs/bench_creamfl]
       [--archive docs/results/creamfl]   (`--tabulate` only re-prints the table of finished runs)
+
+Plans: ``v2`` (= v1's settings, preset ``creambench``: 6 rounds x 8 steps, the client architectures of v1/v2 pinned,
+128 public samples per round) and ``v3`` (preset ``creambench3``: 12 rounds x 16 steps, the current default client
+architectures, the default 256 public samples per round).
 
 Settings, controls, endpoints and the target are in docs/benchmarks.md ("CreamFL benchmark"), written before any
 result was looked at. Every run is evaluated by the same protocol (``evaluate_global_model``: the saved server /
@@ -26,15 +30,27 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_feddra import _cell, archive  # noqa: E402
 from bench_feddra_v3 import paired  # noqa: E402
 
-CONFIG = "creambench"
 ROLE_MIX = "image:2,text:1,image_text:2"  # sites 1-2 image-only, 3 text-only, 4-5 image-text
 IMAGE_TEXT_SITES = ["site-4", "site-5"]
+_TINY_TEXT = {"text_encoder": "tiny_bert", "text_kwargs": {"num_layers": 1, "hidden_size": 32, "num_heads": 2}}
+V1_CLIENTS = {  # the default client architectures when v1 and v2 ran (commit 9081f0a), pinned to reproduce them
+    "image": {"options": {"model": {"image_encoder": "cnn", "image_kwargs": {"widths": [16, 32, 64, 96]},
+                                    **_TINY_TEXT, "frozen": []}}},
+    "image_text": {"options": {"model": {"image_encoder": "vit_tiny", "image_kwargs": {}, **_TINY_TEXT,
+                                         "frozen": []}}},
+}  # fmt: skip
+PLANS: dict[str, dict] = {
+    "v2": {"config": "creambench", "public_samples": 128, "role_settings": V1_CLIENTS},
+    "v3": {"config": "creambench3", "public_samples": None, "role_settings": None},
+}
+"""Settings per plan (docs/benchmarks.md): the preset, public samples per round (None: the method default) and the
+client architectures (None: the defaults of ``methods/creamfl/models.py``)."""
 RUNS: dict[str, dict] = {
     "public_only": {"public_only": True},
     "fedavg_it": {"method": "fedavg", "data_sites": IMAGE_TEXT_SITES},
-    "creamfl": {"method": "creamfl", "args": {"public_samples": 128}},
-    "creamfl_no_inter": {"method": "creamfl", "args": {"public_samples": 128, "regularisers": "intra"}},
-    "creamfl_no_intra": {"method": "creamfl", "args": {"public_samples": 128, "regularisers": "inter"}},
+    "creamfl": {"method": "creamfl", "args": {}},
+    "creamfl_no_inter": {"method": "creamfl", "args": {"regularisers": "intra"}},
+    "creamfl_no_intra": {"method": "creamfl", "args": {"regularisers": "inter"}},
 }
 RECALLS = [f"{d}_R@{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)]
 METRICS = [*RECALLS, "rsum", "zero_shot_pooled"]
@@ -71,8 +87,8 @@ def public_only(cfg, run_dir: Path, data_dir: Path, rounds: int, log) -> None:
         run.close()
 
 
-def run_one(name: str, seed: int, out: Path, log) -> dict:
-    """Run (or reuse) one arm at one seed; returns its ``summary.json`` plus the wall seconds."""
+def run_one(name: str, seed: int, out: Path, log, plan: str = "v3") -> dict:
+    """Run (or reuse) one arm at one seed of ``plan``; returns its ``summary.json`` plus the wall seconds."""
     from flare_vlp.config import load_config
     from flare_vlp.experiments.builders import default_data_dir, prepare_manifest
     from flare_vlp.recipes.run import run_federated
@@ -81,7 +97,8 @@ def run_one(name: str, seed: int, out: Path, log) -> dict:
     if (run_dir / "summary.json").is_file():
         return json.loads((run_dir / "summary.json").read_text())
     overrides = {"seed": seed, "model": {"image_kwargs": {"cache_dir": str(out / "feature_cache")}}}
-    cfg = load_config(CONFIG, overrides)
+    settings = PLANS[plan]
+    cfg = load_config(settings["config"], overrides)
     data_dir = default_data_dir(cfg, out)
     prepare_manifest(cfg, data_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -89,11 +106,15 @@ def run_one(name: str, seed: int, out: Path, log) -> dict:
     if spec.get("public_only"):
         public_only(cfg, run_dir, data_dir, cfg.fl["rounds"], log)
     else:
+        creamfl = spec["method"] == "creamfl"
+        args = dict(spec.get("args") or {})
+        if creamfl and settings["public_samples"] is not None:
+            args["public_samples"] = settings["public_samples"]
         run_federated(
-            CONFIG, run_dir, spec["method"], num_rounds=cfg.fl["rounds"], local_steps=cfg.fl["local_steps"],
-            data_dir=data_dir, method_args=spec.get("args"), overwrite=True, overrides=overrides, echo=log,
-            env="inprocess", role_mix=ROLE_MIX if spec["method"] == "creamfl" else None,
-            data_sites=spec.get("data_sites"),
+            settings["config"], run_dir, spec["method"], num_rounds=cfg.fl["rounds"],
+            local_steps=cfg.fl["local_steps"], data_dir=data_dir, method_args=args or None, overwrite=True,
+            overrides=overrides, echo=log, env="inprocess", role_mix=ROLE_MIX if creamfl else None,
+            role_settings=settings["role_settings"] if creamfl else None, data_sites=spec.get("data_sites"),
         )  # fmt: skip
     summary = json.loads((run_dir / "summary.json").read_text())
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
@@ -111,7 +132,7 @@ def _fmt(summary: dict) -> str:
     return ", ".join(f"{m} {summary[m]:.3f}" for m in METRICS if summary.get(m) is not None)
 
 
-def bytes_per_round(out: Path, seed: int) -> dict:
+def bytes_per_round(out: Path, seed: int, config: str) -> dict:
     """Per site and direction per round: CreamFL's representations vs FedAvg's full exchanged model."""
     info = {}
     events = out / f"seed-{seed}" / "creamfl" / "metrics.jsonl"
@@ -125,7 +146,7 @@ def bytes_per_round(out: Path, seed: int) -> dict:
     from flare_vlp.experiments.builders import build_model
     from flare_vlp.methods.tensors import DEFAULT_GROUPS, exchanged_keys
 
-    cfg = load_config(CONFIG, {"seed": seed})  # what a FedAvg site sends (and gets) of the server's architecture
+    cfg = load_config(config, {"seed": seed})  # what a FedAvg site sends (and gets) of the server's architecture
     model = build_model(cfg.model, seed=seed)
     state = model.state_dict()
     keys = exchanged_keys(model, DEFAULT_GROUPS, cfg.model.frozen)
@@ -133,9 +154,33 @@ def bytes_per_round(out: Path, seed: int) -> dict:
     return info
 
 
-def markdown(results: dict, seeds: list[int], out: Path) -> str:
+def client_losses(out: Path, seeds: list[int]) -> dict[str, tuple[float, float, int]]:
+    """Per role, the private task loss of the CreamFL clients in the first and the last round (mean over sites and
+    seeds) and the number of site-runs: whether the clients learned what they ensemble (``ln 64`` = 4.159 is the
+    image-text plateau, 0.693 a zero-logit BCE)."""
+    first: dict[str, list[float]] = {}
+    last: dict[str, list[float]] = {}
+    for seed in seeds:
+        events = out / f"seed-{seed}" / "creamfl" / "metrics.jsonl"
+        if not events.is_file():
+            continue
+        rows = [json.loads(x) for x in events.read_text().splitlines() if '"event": "site"' in x]
+        rows = [r for r in rows if r.get("task") == "train" and "role" in r]
+        if not rows:
+            continue
+        top = max(r["round"] for r in rows)
+        for r in rows:
+            if r["round"] in (0, top):
+                (first if r["round"] == 0 else last).setdefault(r["role"], []).append(r["train_loss"])
+    return {role: (float(np.mean(first[role])), float(np.mean(last.get(role, [np.nan]))), len(first[role]))
+            for role in sorted(first)}  # fmt: skip
+
+
+def markdown(results: dict, seeds: list[int], out: Path, plan: str = "v3") -> str:
+    config = PLANS[plan]["config"]
     lines = [
-        f"Config `{CONFIG}`, env `inprocess`, seeds {seeds}; mean ± sample std over seeds; n = seeds finished.",
+        f"Plan {plan}, config `{config}`, env `inprocess`, seeds {seeds}; mean ± sample std over seeds; "
+        "n = seeds finished.",
         "",
     ]
     lines += ["| run | n | " + " | ".join(METRICS) + " | wall s |", "|---|---|" + "---|" * (len(METRICS) + 1)]
@@ -171,7 +216,11 @@ def markdown(results: dict, seeds: list[int], out: Path) -> str:
                 verdict.append(f"creamfl − {b} on {m}: {p['mean']:+.3f} ({'ahead' if p['mean'] > 0 else 'not ahead'})")
     if verdict:
         lines += ["", "Target (CreamFL's server ahead of both on R@5 in both directions): " + "; ".join(verdict)]
-    b = bytes_per_round(out, seeds[0])
+    losses = client_losses(out, seeds)
+    if losses:
+        shown = "; ".join(f"{role} {a:.3f} -> {b:.3f} (n = {n})" for role, (a, b, n) in losses.items())
+        lines += ["", f"CreamFL clients' private task loss, first -> last round (mean over sites and seeds): {shown}"]
+    b = bytes_per_round(out, seeds[0], config)
     if b:
         lines += ["", "Bytes per round, per site and direction: " + ", ".join(f"{k} {v:,.0f}" for k, v in b.items())]
     return "\n".join(lines) + "\n"
@@ -179,6 +228,7 @@ def markdown(results: dict, seeds: list[int], out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--plan", choices=list(PLANS), default="v3", help="benchmark plan (docs/benchmarks.md)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     p.add_argument("--out", type=Path, default=Path("runs/bench_creamfl"))
@@ -196,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
                 if done.is_file():
                     results[name][seed] = json.loads(done.read_text())
                 continue
-            results[name][seed] = run_one(name, seed, out, log)
-            (out / "table.md").write_text(markdown(results, args.seeds, out))
-    table = markdown(results, args.seeds, out)
+            results[name][seed] = run_one(name, seed, out, log, args.plan)
+            (out / "table.md").write_text(markdown(results, args.seeds, out, args.plan))
+    table = markdown(results, args.seeds, out, args.plan)
     (out / "table.md").write_text(table)
     print(table)
     if args.archive:

@@ -28,15 +28,20 @@ ROLE_MODALITIES: dict[str, tuple[str, ...]] = {"image": ("image",), "text": ("te
 
 _TINY_TEXT = {"text_encoder": "tiny_bert", "text_kwargs": {"num_layers": 1, "hidden_size": 32, "num_heads": 2}}
 CLIENT_MODELS: dict[str, dict[str, Any]] = {
-    # image-only: a small CNN from scratch (its text tower is a stub that is never trained, used or sent)
-    "image": {"image_encoder": "cnn", "image_kwargs": {"widths": [16, 32, 64, 96]}, **_TINY_TEXT, "frozen": []},
+    # image-only: the packaged ImageNet EfficientNet-Lite0 as a frozen feature extractor (pooled features, cached)
+    # under a trained linear projection (no align block): a site with little compute; its text tower is a stub
+    # never trained, used or sent
+    "image": {"image_encoder": "efficientnet_lite0", "image_kwargs": {"frozen_blocks": 9}, "align_block": False,
+              **_TINY_TEXT, "frozen": []},
     # text-only: a 2-layer tiny BERT (MiniLM vocabulary) from scratch; the image tower is a never-used stub
     "text": {
         "image_encoder": "cnn", "image_kwargs": {"widths": [8]}, "text_encoder": "tiny_bert",
         "text_kwargs": {"num_layers": 2, "hidden_size": 64, "num_heads": 2}, "frozen": [],
     },
-    # image-text: a tiny ViT + a 1-layer tiny BERT, contrastive
-    "image_text": {"image_encoder": "vit_tiny", "image_kwargs": {}, **_TINY_TEXT, "frozen": []},
+    # image-text: a small BatchNorm CNN + a 1-layer tiny BERT from scratch, contrastive. Not a tiny ViT: from
+    # scratch on SynthCXR it sits on the ln(B) plateau for ~100-120 steps (docs/benchmarks.md, "Why the CreamFL
+    # clients did not learn"); a ViT stays available through the role option ``model``.
+    "image_text": {"image_encoder": "cnn", "image_kwargs": {"widths": [16, 32, 64, 128]}, **_TINY_TEXT, "frozen": []},
 }  # fmt: skip
 """Default client architecture per role (a job overrides it with the role option ``model``)."""
 
@@ -46,7 +51,8 @@ _TOWER_GROUPS = {"image": ("image_encoder", "image_align", "image_head"), "text"
 
 def client_model_config(cfg: ExperimentConfig, role: str, model: Mapping | None = None) -> ModelConfig:
     """The ``model:`` section of a ``role`` client: ``model`` (a full section) or the role's default, with the
-    server's ``embed_dim`` unless given, and a ViT's ``img_size`` set to ``data.image_size``.
+    server's ``embed_dim`` unless given, and a ViT's ``img_size`` / an EfficientNet's ``image_size`` set to
+    ``data.image_size``.
 
     Raises:
         ValueError: an unknown role. ConfigError: a bad key of ``model`` (named as ``role option model.<key>``).
@@ -55,8 +61,10 @@ def client_model_config(cfg: ExperimentConfig, role: str, model: Mapping | None 
         raise ValueError(f"unknown CreamFL role {role!r}; roles: {sorted(ROLE_MODALITIES)}")
     values = dict(CLIENT_MODELS[role] if model is None else model)
     values.setdefault("embed_dim", cfg.model.embed_dim)
-    if str(values.get("image_encoder", "")).startswith("vit"):
-        values["image_kwargs"] = {"img_size": cfg.data.image_size, **dict(values.get("image_kwargs") or {})}
+    encoder = str(values.get("image_encoder", ""))
+    size_key = "img_size" if encoder.startswith("vit") else "image_size" if encoder.startswith("efficientnet") else None
+    if size_key:  # these encoders are built for one input size: the data's
+        values["image_kwargs"] = {size_key: cfg.data.image_size, **dict(values.get("image_kwargs") or {})}
     return config_from_dict(ModelConfig, values, prefix=f"role {role!r} option model.")
 
 
