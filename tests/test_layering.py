@@ -13,8 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "flare_vlp"
 DOC = ROOT / "docs" / "architecture.md"
@@ -178,16 +176,20 @@ NVFLARE_FREE = [
 ]
 
 
-@pytest.mark.parametrize("layer", NVFLARE_FREE)
-def test_layer_imports_without_nvflare(layer):
+def test_layers_import_without_nvflare():
+    """Every nvflare-free layer, imported in layer order in one fresh interpreter (one start-up of torch & co., not
+    one per layer): after each layer nvflare must still be absent, so a failure names the first layer that loads it."""
+    layers = {layer: _layer_modules(layer) for layer in NVFLARE_FREE}
     code = (
         "import importlib, sys\n"
-        f"for m in {_layer_modules(layer)!r}: importlib.import_module(m)\n"
-        "bad = sorted(m for m in sys.modules if m == 'nvflare' or m.startswith('nvflare.'))\n"
-        "assert not bad, bad[:3]\n"
+        f"for layer, modules in {layers!r}.items():\n"
+        "    for m in modules: importlib.import_module(m)\n"
+        "    bad = sorted(m for m in sys.modules if m == 'nvflare' or m.startswith('nvflare.'))\n"
+        "    assert not bad, f'layer {layer!r} loads nvflare: {bad[:3]}'\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert len(layers) >= 8, sorted(layers)  # the walk found the package's layers
 
 
 def test_cli_help_is_light():
