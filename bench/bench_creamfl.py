@@ -7,8 +7,9 @@ Run:  PYTHONPATH=. .venv/bin/python bench/bench_creamfl.py [--plan v3] [--seeds 
       [--archive docs/results/creamfl]   (`--tabulate` only re-prints the table of finished runs)
 
 Plans: ``v2`` (= v1's settings, preset ``creambench``: 6 rounds x 8 steps, the client architectures of v1/v2 pinned,
-128 public samples per round) and ``v3`` (preset ``creambench3``: 12 rounds x 16 steps, the current default client
-architectures, the default 256 public samples per round).
+128 public samples per round), ``v3`` (preset ``creambench3``: 12 rounds x 16 steps, the current default client
+architectures, the default 256 public samples per round) and ``v4`` (v3 with 16 client regulariser steps per round,
+``reg_steps``, instead of one pass of 4).
 
 Settings, controls, endpoints and the target are in docs/benchmarks.md ("CreamFL benchmark"), written before any
 result was looked at. Every run is evaluated by the same protocol (``evaluate_global_model``: the saved server /
@@ -42,9 +43,12 @@ V1_CLIENTS = {  # the default client architectures when v1 and v2 ran (commit 90
 PLANS: dict[str, dict] = {
     "v2": {"config": "creambench", "public_samples": 128, "role_settings": V1_CLIENTS},
     "v3": {"config": "creambench3", "public_samples": None, "role_settings": None},
+    "v4": {"config": "creambench3", "public_samples": None, "role_settings": None, "reg_steps": 16},
 }
-"""Settings per plan (docs/benchmarks.md): the preset, public samples per round (None: the method default) and the
-client architectures (None: the defaults of ``methods/creamfl/models.py``)."""
+"""Settings per plan (docs/benchmarks.md): the preset, public samples per round (None: the method default), the
+client architectures (None: the defaults of ``methods/creamfl/models.py``) and the clients' regulariser steps per
+round (absent: the method default, one pass over the round's public subset)."""
+LN_BANK = float(np.log(256))  # chance level of one inter-modal term against the default bank of 256 global reps
 RUNS: dict[str, dict] = {
     "public_only": {"public_only": True},
     "fedavg_it": {"method": "fedavg", "data_sites": IMAGE_TEXT_SITES},
@@ -87,7 +91,7 @@ def public_only(cfg, run_dir: Path, data_dir: Path, rounds: int, log) -> None:
         run.close()
 
 
-def run_one(name: str, seed: int, out: Path, log, plan: str = "v3") -> dict:
+def run_one(name: str, seed: int, out: Path, log, plan: str = "v3", reg_steps: int | None = None) -> dict:
     """Run (or reuse) one arm at one seed of ``plan``; returns its ``summary.json`` plus the wall seconds."""
     from flare_vlp.config import load_config
     from flare_vlp.experiments.builders import default_data_dir, prepare_manifest
@@ -110,6 +114,9 @@ def run_one(name: str, seed: int, out: Path, log, plan: str = "v3") -> dict:
         args = dict(spec.get("args") or {})
         if creamfl and settings["public_samples"] is not None:
             args["public_samples"] = settings["public_samples"]
+        steps = reg_steps if reg_steps is not None else settings.get("reg_steps")
+        if creamfl and steps is not None:
+            args["reg_steps"] = steps
         run_federated(
             settings["config"], run_dir, spec["method"], num_rounds=cfg.fl["rounds"],
             local_steps=cfg.fl["local_steps"], data_dir=data_dir, method_args=args or None, overwrite=True,
@@ -154,10 +161,11 @@ def bytes_per_round(out: Path, seed: int, config: str) -> dict:
     return info
 
 
-def client_losses(out: Path, seeds: list[int]) -> dict[str, tuple[float, float, int]]:
-    """Per role, the private task loss of the CreamFL clients in the first and the last round (mean over sites and
-    seeds) and the number of site-runs: whether the clients learned what they ensemble (``ln 64`` = 4.159 is the
-    image-text plateau, 0.693 a zero-logit BCE)."""
+def client_metric(out: Path, seeds: list[int], key: str = "train_loss") -> dict[str, tuple[float, float, int]]:
+    """Per role, a CreamFL client metric (``train_loss``: the private task loss; ``reg_inter`` / ``reg_intra``: the
+    regularisers, mean over the round's public pass) in the first and the last round (mean over sites and seeds) and
+    the number of site-runs: whether the clients learned what they ensemble (``ln 64`` = 4.159 is the image-text
+    plateau, 0.693 a zero-logit BCE, ``ln 256`` = 5.545 an inter term at chance)."""
     first: dict[str, list[float]] = {}
     last: dict[str, list[float]] = {}
     for seed in seeds:
@@ -165,15 +173,33 @@ def client_losses(out: Path, seeds: list[int]) -> dict[str, tuple[float, float, 
         if not events.is_file():
             continue
         rows = [json.loads(x) for x in events.read_text().splitlines() if '"event": "site"' in x]
-        rows = [r for r in rows if r.get("task") == "train" and "role" in r]
+        rows = [r for r in rows if r.get("task") == "train" and "role" in r and key in r]
         if not rows:
             continue
         top = max(r["round"] for r in rows)
         for r in rows:
             if r["round"] in (0, top):
-                (first if r["round"] == 0 else last).setdefault(r["role"], []).append(r["train_loss"])
+                (first if r["round"] == 0 else last).setdefault(r["role"], []).append(r[key])
     return {role: (float(np.mean(first[role])), float(np.mean(last.get(role, [np.nan]))), len(first[role]))
             for role in sorted(first)}  # fmt: skip
+
+
+def substrate_check(out: Path, seeds: list[int]) -> list[str]:
+    """The plan's substrate check (docs/benchmarks.md, v3 (a) and v4 (b)), read before the target."""
+    loss, inter = client_metric(out, seeds), client_metric(out, seeds, "reg_inter")
+    verdicts = []
+    if "image_text" in loss:
+        v = loss["image_text"][1]
+        verdicts.append(f"(a) image_text last-round loss {v:.3f} < 3.86: {'pass' if v < 3.86 else 'FAIL'}")
+    for role in ("image", "text"):
+        if role in loss:
+            a, b, _ = loss[role]
+            verdicts.append(f"(a) {role} BCE drop {a - b:.3f} >= 0.05: {'pass' if a - b >= 0.05 else 'FAIL'}")
+    for role, (_, last, _) in inter.items():
+        bound = (2 if role == "image_text" else 1) * (LN_BANK - 0.3)
+        verdict = "pass" if last < bound else "FAIL"
+        verdicts.append(f"(b) {role} last-round reg_inter {last:.3f} < {bound:.3f}: {verdict}")
+    return verdicts
 
 
 def markdown(results: dict, seeds: list[int], out: Path, plan: str = "v3") -> str:
@@ -216,10 +242,15 @@ def markdown(results: dict, seeds: list[int], out: Path, plan: str = "v3") -> st
                 verdict.append(f"creamfl − {b} on {m}: {p['mean']:+.3f} ({'ahead' if p['mean'] > 0 else 'not ahead'})")
     if verdict:
         lines += ["", "Target (CreamFL's server ahead of both on R@5 in both directions): " + "; ".join(verdict)]
-    losses = client_losses(out, seeds)
-    if losses:
-        shown = "; ".join(f"{role} {a:.3f} -> {b:.3f} (n = {n})" for role, (a, b, n) in losses.items())
-        lines += ["", f"CreamFL clients' private task loss, first -> last round (mean over sites and seeds): {shown}"]
+    for key, what in (("train_loss", "private task loss"), ("reg_inter", "inter-modal regulariser"),
+                      ("reg_intra", "intra-modal regulariser")):  # fmt: skip
+        values = client_metric(out, seeds, key)
+        if values:
+            shown = "; ".join(f"{role} {a:.3f} -> {b:.3f} (n = {n})" for role, (a, b, n) in values.items())
+            lines += ["", f"CreamFL clients' {what}, first -> last round (mean over sites and seeds): {shown}"]
+    checks = substrate_check(out, seeds)
+    if checks:
+        lines += ["", "Substrate check: " + "; ".join(checks)]
     b = bytes_per_round(out, seeds[0], config)
     if b:
         lines += ["", "Bytes per round, per site and direction: " + ", ".join(f"{k} {v:,.0f}" for k, v in b.items())]
@@ -234,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/bench_creamfl"))
     p.add_argument("--archive", type=Path, default=None, help="copy the finished runs' summaries here")
     p.add_argument("--tabulate", action="store_true", help="only re-print the table of finished runs")
+    p.add_argument("--reg-steps", type=int, default=None, help="override the plan's client regulariser steps (pilot)")
     args = p.parse_args(argv)
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
@@ -246,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
                 if done.is_file():
                     results[name][seed] = json.loads(done.read_text())
                 continue
-            results[name][seed] = run_one(name, seed, out, log, args.plan)
+            results[name][seed] = run_one(name, seed, out, log, args.plan, args.reg_steps)
             (out / "table.md").write_text(markdown(results, args.seeds, out, args.plan))
     table = markdown(results, args.seeds, out, args.plan)
     (out / "table.md").write_text(table)

@@ -121,6 +121,39 @@ def test_the_server_pass_and_each_roles_private_pass_lower_their_losses(creamfl_
     assert reply.metrics["lr"] == pytest.approx(floor, rel=1e-5)
 
 
+def test_reg_steps_sets_the_regulariser_steps_and_the_inter_term_falls(creamfl_data_dir, tmp_path):
+    """``reg_steps`` reaches the clients as a task option; the client takes exactly that many regulariser steps over
+    reshuffled passes of the public subset, and the inter-modal term against the round's fixed bank of global text
+    representations falls: the term pulls the client's image space towards the server's. A bad value is refused."""
+    from flare_vlp.algorithms.creamfl import inter_modal_contrast
+    from flare_vlp.config import ConfigError
+
+    strategy = _strategy(creamfl_data_dir, reg_steps=24, regularisers="inter")
+    task = strategy.round_tasks(0)[0]
+    assert task.options["reg_steps"] == 24
+    message = strategy.global_message(task)
+    client = _client(creamfl_data_dir, tmp_path, "site-2", "image", local_steps=1)
+    ids, banks = client._received(message)
+    rows = torch.arange(len(ids))
+
+    def inter() -> float:
+        image = torch.as_tensor(client._represent(ids)["image"])
+        return float(inter_modal_contrast(image, banks["text"], rows, 0.5))
+
+    before = inter()
+    reply = client.train(task, message, lambda: False)
+    assert reply.metrics["reg_steps"] == 24 and "reg_intra" not in reply.metrics
+    after = inter()
+    assert after < before - 0.1, (before, after)  # measured 2.769 -> 2.554 (ln 16 = 2.773)
+    assert len(list(client._public_batches(ids, 0, 0))) == math.ceil(len(ids) / client.cfg.train.batch_size)
+    with pytest.raises(ConfigError, match="reg_steps"):
+        method_config("creamfl", {"reg_steps": -1})
+    bad = strategy.round_tasks(0)[0]
+    bad.options["reg_steps"] = 2.5
+    with pytest.raises(ValueError, match="site-2.*reg_steps=2.5"):
+        client.train(bad, message, lambda: False)
+
+
 BAD_REPLIES = [
     ("image", {"image": np.zeros((16, 16), np.float32)}, slice(None), "shape"),  # a client of another embed_dim
     ("image", {}, slice(1, None), "ids differ"),

@@ -7,7 +7,8 @@ Per round (methods.md section 3, step 2-3; the reference's ``MMClientTrainer`` o
 3. train on its private data with the role's task: ``image`` sites classify findings from the image, ``text``
    sites from the report text (BCE, :class:`~flare_vlp.methods.creamfl.models.FindingsObjective`), ``image_text``
    sites train contrastively (the same ``train_loop`` and objective as every VLP site);
-4. one pass over the public subset with ``reg_weight * (inter + intra)`` per modality it has: inter-modal against
+4. ``reg_steps`` steps over the public subset (default: one pass in order; otherwise passes reshuffled with a
+   seeded draw each) of ``reg_weight * (inter + intra)`` per modality it has: inter-modal against
    the WHOLE bank of global representations of the other modality (target: the sample's public index), intra-modal
    MOON style (global positive, own round-start negative), ``tau_r`` 0.5;
 5. reply with its representations of the public subset in its modalities only.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ from flare_vlp.training.schedule import round_window
 __all__ = ["CreamFLClient"]
 
 STORE_ENTRY = "model"
-OPTIONS = ("reg_weight", "tau_r", "regularisers")
+OPTIONS = ("reg_weight", "tau_r", "regularisers", "reg_steps")
 
 
 class CreamFLClient(ClientAlgo):
@@ -114,7 +115,8 @@ class CreamFLClient(ClientAlgo):
         )  # fmt: skip
         if result.aborted:
             return None
-        reg = self._regularise(ids, banks, old, terms, float(options.get("reg_weight", 0.5)),
+        batches = self._public_batches(ids, int(options.get("reg_steps", 0)), self.cfg.seed + 1000 * int(task.round))
+        reg = self._regularise(batches, ids, banks, old, terms, float(options.get("reg_weight", 0.5)),
                                float(options.get("tau_r", 0.5)))  # fmt: skip
         arrays = self._represent(ids)
         self.model.cpu()
@@ -175,6 +177,9 @@ class CreamFLClient(ClientAlgo):
         if unknown:
             raise ValueError(f"site {self.site.site!r}: task options {unknown} unknown to CreamFL ({OPTIONS})")
         options = dict(task.options)
+        steps = options.get("reg_steps", 0)
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise ValueError(f"site {self.site.site!r}: reg_steps={steps!r}, expected an integer >= 0")
         if options.get("regularisers", "both") not in REGULARISERS:
             raise ValueError(f"site {self.site.site!r}: regularisers={options['regularisers']!r}, expected one of "
                              f"{list(REGULARISERS)}")  # fmt: skip
@@ -185,8 +190,24 @@ class CreamFLClient(ClientAlgo):
         return self.public.loader(ids, self.data.tokenizer, batch_size=train.batch_size,
                                   max_length=self.cfg.data.max_text_length, shuffle=shuffle, seed=seed)  # fmt: skip
 
-    def _regularise(self, ids, banks, old, terms, weight: float, tau_r: float) -> dict[str, float]:
-        """One pass over the public subset of ``weight * (inter + intra)`` per modality (methods.md 3, step 2)."""
+    def _public_batches(self, ids: list[str], steps: int, seed: int) -> Iterator[dict]:
+        """The regulariser's batches: one pass over ``ids`` in order (``steps`` 0, the reference's one pass per
+        round), else ``steps`` batches over as many passes as it takes, each reshuffled with seed ``seed + pass``."""
+        if steps == 0 or not ids:
+            yield from self._loader(ids)
+            return
+        done, epoch = 0, 0
+        while True:
+            for batch in self._loader(ids, shuffle=True, seed=seed + epoch):
+                yield batch
+                done += 1
+                if done == steps:
+                    return
+            epoch += 1
+
+    def _regularise(self, batches, ids, banks, old, terms, weight: float, tau_r: float) -> dict[str, float]:
+        """``weight * (inter + intra)`` per modality over the public ``batches`` (methods.md 3, step 2); the mean
+        terms and the steps taken."""
         if not terms or weight == 0:
             return {}
         model, device = self.model, self.site.device
@@ -197,8 +218,8 @@ class CreamFLClient(ClientAlgo):
         row = {sample: i for i, sample in enumerate(ids)}
         other = {"image": "text", "text": "image"}
         sums = {"inter": 0.0, "intra": 0.0}
-        batches = 0
-        for batch in self._loader(ids):
+        steps = 0
+        for batch in batches:
             batch = batch_to_device(batch, device)
             rows = torch.tensor([row[str(i)] for i in batch["id"]])
             loss = torch.zeros((), device=device)
@@ -215,8 +236,8 @@ class CreamFLClient(ClientAlgo):
             optimizer.zero_grad(set_to_none=True)
             (weight * loss).backward()
             optimizer.step()
-            batches += 1
-        return {f"reg_{k}": v / max(batches, 1) for k, v in sums.items() if k in terms}
+            steps += 1
+        return {**{f"reg_{k}": v / max(steps, 1) for k, v in sums.items() if k in terms}, "reg_steps": steps}
 
     @torch.no_grad()
     def _represent(self, ids: list[str]) -> dict[str, np.ndarray]:

@@ -25,6 +25,8 @@ class CreamFLConfig:
         reg_weight: weight of the clients' local inter- + intra-modal regularisers on the public set (0.5).
         tau_r: temperature of the local regularisers (0.5).
         regularisers: which local regularisers the clients run: ``both`` (default), ``inter``, ``intra``, ``none``.
+        reg_steps: the clients' regulariser steps per round over the round's public subset (``0``: one pass in
+            order, as the reference; more: passes reshuffled with a seeded draw each, until that many steps).
         server_steps: server contrastive steps on the whole public split per round (``0``: one pass).
         server_lr: server learning rate (``None``: the experiment's ``train.lr``).
     """
@@ -36,6 +38,7 @@ class CreamFLConfig:
     regularisers: Literal["both", "inter", "intra", "none"] = setting(
         "both", "client regularisers: both, inter, intra or none (ablations)"
     )
+    reg_steps: int = setting(0, "clients' regulariser steps per round over the public subset (0: one pass)")
     server_steps: int = setting(0, "server contrastive steps on the public split per round (0: one pass)")
     server_lr: float | None = setting(None, "server learning rate (default: train.lr)")
 
@@ -49,6 +52,7 @@ class CreamFLConfig:
             self.regularisers in REGULARISERS, "regularisers", f"must be one of {list(REGULARISERS)}, got "
             f"{self.regularisers!r}"
         )  # fmt: skip
+        check(self.reg_steps >= 0, "reg_steps", f"must be >= 0, got {self.reg_steps}")
         check(self.server_steps >= 0, "server_steps", f"must be >= 0, got {self.server_steps}")
         if self.server_lr is not None:
             check(self.server_lr > 0, "server_lr", f"must be > 0, got {self.server_lr}")
