@@ -8,7 +8,7 @@ Run:  PYTHONPATH=. .venv/bin/python bench/bench_creamfl.py [--plan v3] [--seeds 
 
 Plans: ``v2`` (= v1's settings, preset ``creambench``: 6 rounds x 8 steps, the client architectures of v1/v2 pinned,
 128 public samples per round), ``v3`` (preset ``creambench3``: 12 rounds x 16 steps, the current default client
-architectures, the default 256 public samples per round) and ``v4`` (v3 with 16 client regulariser steps per round,
+architectures, the default 256 public samples per round) and ``v4`` (v3 with 64 client regulariser steps per round,
 ``reg_steps``, instead of one pass of 4).
 
 Settings, controls, endpoints and the target are in docs/benchmarks.md ("CreamFL benchmark"), written before any
@@ -43,7 +43,7 @@ V1_CLIENTS = {  # the default client architectures when v1 and v2 ran (commit 90
 PLANS: dict[str, dict] = {
     "v2": {"config": "creambench", "public_samples": 128, "role_settings": V1_CLIENTS},
     "v3": {"config": "creambench3", "public_samples": None, "role_settings": None},
-    "v4": {"config": "creambench3", "public_samples": None, "role_settings": None, "reg_steps": 16},
+    "v4": {"config": "creambench3", "public_samples": None, "role_settings": None, "reg_steps": 64},  # pilot rule
 }
 """Settings per plan (docs/benchmarks.md): the preset, public samples per round (None: the method default), the
 client architectures (None: the defaults of ``methods/creamfl/models.py``) and the clients' regulariser steps per
