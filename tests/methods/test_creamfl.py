@@ -154,6 +154,27 @@ def test_reg_steps_sets_the_regulariser_steps_and_the_inter_term_falls(creamfl_d
         client.train(bad, message, lambda: False)
 
 
+def test_a_restarted_client_resumes_its_private_model_and_refuses_another_architectures(creamfl_data_dir, tmp_path):
+    """The whole private model lives in the site store: a client started again on the same store (a site or job
+    restart) resumes it and its round count; one of another architecture on that store is refused by name."""
+    from flare_vlp.methods.site_store import SiteStoreError
+
+    strategy = _strategy(creamfl_data_dir, regularisers="none")
+    task = strategy.round_tasks(0)[0]
+    first = _client(creamfl_data_dir, tmp_path, "site-3", "text", local_steps=2)
+    untrained = {k: v.clone() for k, v in first.model.state_dict().items()}
+    assert first.train(task, strategy.global_message(task), lambda: False).metrics["rounds_done"] == 1
+    trained = first.model.state_dict()
+    assert any(not torch.equal(trained[k], untrained[k]) for k in trained)
+    again = _client(creamfl_data_dir, tmp_path, "site-3", "text", local_steps=2)
+    assert again.rounds_done == 1
+    for key, value in again.model.state_dict().items():
+        torch.testing.assert_close(value, trained[key], rtol=0, atol=0)
+    other = {"text_encoder": "tiny_bert", "text_kwargs": {"num_layers": 1, "hidden_size": 32, "num_heads": 2}}
+    with pytest.raises(SiteStoreError, match="site-3.*entry 'model' has model="):
+        _client(creamfl_data_dir, tmp_path, "site-3", "text", model=other)
+
+
 BAD_REPLIES = [
     ("image", {"image": np.zeros((16, 16), np.float32)}, slice(None), "shape"),  # a client of another embed_dim
     ("image", {}, slice(1, None), "ids differ"),
