@@ -66,6 +66,11 @@ class DataConfig:
     cache: bool = _f(True, "decode every image once into memory (CachedManifestDataset)")
     max_text_length: int = _f(64, "report tokens kept by the tokenizer")
     allow_empty_report: bool = _f(False, "accept image-only rows (e.g. CheXpert)")
+    allow_empty_image: bool = _f(False, "accept report-only rows without an image (only text-only sites train on them)")
+
+    def read_options(self) -> dict[str, bool]:
+        """The :func:`~flare_vlp.data.manifest.read_manifest` options this config sets."""
+        return {"allow_empty_report": self.allow_empty_report, "allow_empty_image": self.allow_empty_image}
 
     def __post_init__(self) -> None:
         _check(self.image_size >= 16, "data.image_size", f"must be >= 16, got {self.image_size}")

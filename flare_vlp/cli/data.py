@@ -34,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("manifest", type=Path)
     c.add_argument("--findings", nargs="+", default=None, help="label vocabulary (default: known CXR findings)")
     c.add_argument("--allow-empty-report", action="store_true", help="accept rows without report text")
+    c.add_argument("--allow-empty-image", action="store_true", help="accept report-only rows (text-only sites)")
     c.add_argument("--no-check-images", action="store_true", help="do not check that image files exist")
     c.add_argument("--decode", action="store_true", help="also decode every image through the MONAI loader")
     c.add_argument("--json", action="store_true", help="print the counts as JSON")
@@ -115,11 +116,12 @@ def _check(args: argparse.Namespace) -> int:
         findings=args.findings,
         check_images=not args.no_check_images,
         allow_empty_report=args.allow_empty_report,
+        allow_empty_image=args.allow_empty_image,
     )
     if args.decode:
         from flare_vlp.data.transforms import load_image
 
-        for rec in manifest:
+        for rec in (r for r in manifest if r.image):
             try:
                 load_image(rec.image)
             except ValueError as e:

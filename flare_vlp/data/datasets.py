@@ -1,6 +1,6 @@
 """Datasets over a :class:`~flare_vlp.data.manifest.Manifest`: one sample dict per record.
 
-Two flavours with the same sample layout (see :class:`~flare_vlp.data.keys.SampleKey`):
+Two image flavours with the same sample layout (see :class:`~flare_vlp.data.keys.SampleKey`):
 
 * :class:`ManifestDataset` decodes the image file on every access (MONAI ``Dataset``). Right for big images, few
   epochs, or a custom ``transform``.
@@ -9,6 +9,9 @@ Two flavours with the same sample layout (see :class:`~flare_vlp.data.keys.Sampl
   the preprocessing settings, and applies only the cheap random augmentation per item. A federated client re-reads
   its data every round; at 64 px the decoded set of 10k images is 41 MB, so decoding PNGs again each epoch is pure
   waste.
+
+:class:`ReportDataset` is the report-only flavour (no ``image`` key): a text-only site reads no image, and its
+manifest may have none (``read_manifest(..., allow_empty_image=True)``).
 
 For ``num_workers > 0`` with ``augment=True`` use ``monai.data.DataLoader`` (or pass
 ``monai.data.utils.worker_init_fn``) so every worker draws different augmentations.
@@ -42,7 +45,7 @@ from flare_vlp.data.transforms import (
     build_load_transforms,
 )
 
-__all__ = ["ManifestDataset", "CachedManifestDataset", "CACHE_VERSION"]
+__all__ = ["ManifestDataset", "CachedManifestDataset", "ReportDataset", "CACHE_VERSION"]
 
 CACHE_VERSION = 1
 """Bumped whenever the preprocessing changes the decoded pixels, so stale cache files are rebuilt."""
@@ -54,9 +57,9 @@ def _labels(manifest: Manifest) -> torch.Tensor:
     return torch.tensor(manifest.label_matrix(), dtype=torch.float32).reshape(len(manifest), len(manifest.findings))
 
 
-def _sample(manifest: Manifest, labels: torch.Tensor, index: int, image: torch.Tensor) -> dict[str, Any]:
+def _sample(manifest: Manifest, labels: torch.Tensor, index: int, image: torch.Tensor | None) -> dict[str, Any]:
     record = manifest[index]
-    return {
+    sample = {
         SampleKey.IMAGE: image,
         SampleKey.REPORT: record.report,
         SampleKey.LABELS: labels[index],
@@ -64,6 +67,24 @@ def _sample(manifest: Manifest, labels: torch.Tensor, index: int, image: torch.T
         SampleKey.SITE: record.site,
         SampleKey.SPLIT: record.split,
     }
+    if image is None:
+        del sample[SampleKey.IMAGE]
+    return sample
+
+
+class ReportDataset(TorchDataset):
+    """The reports and labels of a manifest's records, without images: what a text-only site trains on. No image
+    is read, so its rows may have none (``Record.image == ""``)."""
+
+    def __init__(self, manifest: Manifest):
+        self.manifest = manifest
+        self.labels = _labels(manifest)
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return _sample(self.manifest, self.labels, index, None)
 
 
 class ManifestDataset(MonaiDataset):

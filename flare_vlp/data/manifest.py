@@ -251,6 +251,7 @@ def read_manifest(
     findings: Sequence[str] | None = None,
     check_images: bool = True,
     allow_empty_report: bool = False,
+    allow_empty_image: bool = False,
 ) -> Manifest:
     """Read and validate a manifest (``.jsonl`` / ``.json`` lines or ``.csv``).
 
@@ -260,6 +261,8 @@ def read_manifest(
             in :data:`KNOWN_FINDINGS`; any name outside ``KNOWN_FINDINGS`` is then an error.
         check_images: fail on a row whose image file does not exist.
         allow_empty_report: accept rows without report text (image-only data such as CheXpert).
+        allow_empty_image: accept rows with an empty ``image`` (report-only data, e.g. a site's report archive
+            without its images: only a text-only client can train on it); their ``Record.image`` is ``""``.
 
     Raises:
         ManifestError: naming the file, line and field of the first problem found.
@@ -292,10 +295,10 @@ def read_manifest(
             raise ManifestError(path, lineno, "id", f"duplicate id '{rid}' (first seen on line {seen[rid]})")
         seen[rid] = lineno
         image = str(row["image"]).strip()
-        if not image:
-            raise ManifestError(path, lineno, "image", "empty image path")
-        image_path = Path(image) if os.path.isabs(image) else base / image
-        if check_images and not image_path.is_file():
+        if not image and not allow_empty_image:
+            raise ManifestError(path, lineno, "image", "empty image path (report-only rows: allow_empty_image)")
+        image_path = "" if not image else Path(image) if os.path.isabs(image) else base / image
+        if check_images and image and not image_path.is_file():
             raise ManifestError(path, lineno, "image", f"image file not found: {image_path}")
         report = row.get("report")
         report = "" if report is None else str(report).strip()

@@ -65,11 +65,13 @@ class TextImageCollate:
 
     The output batch has ``image`` (``B x 1 x H x W``), ``labels`` (``B x F``), ``input_ids`` and ``attention_mask``
     (``B x T``, padded to the longest report in the batch and truncated to ``max_length``), plus ``report``, ``id``,
-    ``site`` and ``split`` as lists. The instance is picklable, so it also works with DataLoader worker processes.
+    ``site`` and ``split`` as lists; with ``images=False`` (report-only samples) no ``image``. The instance is
+    picklable, so it also works with DataLoader worker processes.
 
     Args:
         tokenizer: a Hugging Face tokenizer (see :func:`load_tokenizer`).
         max_length: maximum number of tokens per report, special tokens included.
+        images: whether the samples carry images (``False``: report-only samples, no ``image`` in the batch).
 
     Raises:
         ValueError: ``max_length`` < 2, or a batch that is empty or has samples without a needed key.
@@ -80,16 +82,17 @@ class TextImageCollate:
         >>> loader = DataLoader(ManifestDataset(manifest), batch_size=32, collate_fn=collate)
     """
 
-    def __init__(self, tokenizer, max_length: int = 64):
+    def __init__(self, tokenizer, max_length: int = 64, images: bool = True):
         if not isinstance(max_length, int) or max_length < 2:
             raise ValueError(f"max_length must be an integer >= 2 (room for [CLS] and [SEP]), got {max_length!r}")
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.images = images
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if not samples:
             raise ValueError("cannot collate an empty batch")
-        for key in (SampleKey.IMAGE, SampleKey.REPORT, SampleKey.LABELS):
+        for key in (SampleKey.IMAGE, SampleKey.REPORT, SampleKey.LABELS)[0 if self.images else 1 :]:
             missing = [i for i, s in enumerate(samples) if key not in s]
             if missing:
                 raise ValueError(f"samples {missing[:5]} of the batch have no '{key}' field")
@@ -98,12 +101,13 @@ class TextImageCollate:
             reports, padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
         )
         batch: dict[str, Any] = {
-            SampleKey.IMAGE: torch.stack([torch.as_tensor(s[SampleKey.IMAGE]) for s in samples]),
             SampleKey.LABELS: torch.stack([torch.as_tensor(s[SampleKey.LABELS], dtype=torch.float32) for s in samples]),
             SampleKey.INPUT_IDS: tokens["input_ids"],
             SampleKey.ATTENTION_MASK: tokens["attention_mask"],
             SampleKey.REPORT: reports,
         }
+        if self.images:
+            batch[SampleKey.IMAGE] = torch.stack([torch.as_tensor(s[SampleKey.IMAGE]) for s in samples])
         for key in (SampleKey.ID, SampleKey.SITE, SampleKey.SPLIT):
             if key in samples[0]:
                 batch[key] = [s.get(key) for s in samples]

@@ -21,7 +21,7 @@ from flare_vlp.config import (
     config_from_dict,
     config_to_dict,
 )
-from flare_vlp.data.datasets import CachedManifestDataset, ManifestDataset
+from flare_vlp.data.datasets import CachedManifestDataset, ManifestDataset, ReportDataset
 from flare_vlp.data.manifest import Manifest, read_manifest
 from flare_vlp.data.synthetic import SynthConfig, generate_synthcxr
 from flare_vlp.data.text import TextImageCollate, load_tokenizer
@@ -100,7 +100,7 @@ def prepare_manifest(cfg: ExperimentConfig, data_dir: str | Path, *, progress=No
     config; a non-empty folder holding anything else is an error (never silently replaced)."""
     validate_config(cfg)
     if cfg.data.manifest is not None:
-        return read_manifest(cfg.data.manifest, allow_empty_report=cfg.data.allow_empty_report)
+        return read_manifest(cfg.data.manifest, **cfg.data.read_options())
     data_dir = Path(data_dir)
     synth = synth_config(cfg)
     meta = data_dir / "synthcxr.json"
@@ -120,8 +120,24 @@ def prepare_manifest(cfg: ExperimentConfig, data_dir: str | Path, *, progress=No
     return read_manifest(data_dir / MANIFEST_NAME)
 
 
-def build_dataset(manifest: Manifest, data: DataConfig, *, train: bool, seed: int | None = None) -> Dataset:
-    """Cached (decode once) or plain MONAI dataset; augmentation only for training sets."""
+def build_dataset(
+    manifest: Manifest, data: DataConfig, *, train: bool, seed: int | None = None, images: bool = True
+) -> Dataset:
+    """Cached (decode once) or plain MONAI dataset; augmentation only for training sets. ``images=False``: the
+    reports and labels alone (:class:`~flare_vlp.data.datasets.ReportDataset`), for a text-only site.
+
+    Raises:
+        ValueError: ``images`` and a report-only row (no image), naming its id and site.
+    """
+    if not images:
+        return ReportDataset(manifest)
+    imageless = [r for r in manifest if not r.image]
+    if imageless:
+        r = imageless[0]
+        raise ValueError(
+            f"{manifest.path}: row {r.id!r} of site {r.site!r} ({r.split}) has no image, and this dataset needs "
+            f"images ({len(imageless)} such rows); report-only rows are for text-only sites"
+        )
     augment = data.augment and train
     if data.cache:
         return CachedManifestDataset(manifest, size=data.image_size, augment=augment, seed=seed)
@@ -133,9 +149,10 @@ def build_tokenizer(model: ModelConfig):
 
 
 def build_loader(
-    dataset: Dataset, tokenizer, *, batch_size: int, max_length: int, shuffle: bool, seed: int = 0
+    dataset: Dataset, tokenizer, *, batch_size: int, max_length: int, shuffle: bool, seed: int = 0, images: bool = True
 ) -> DataLoader:
-    """A seeded DataLoader with the tokenizing collate; training loaders drop the last partial batch."""
+    """A seeded DataLoader with the tokenizing collate (``images=False``: report-only samples); training loaders
+    drop the last partial batch."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
@@ -143,7 +160,7 @@ def build_loader(
         shuffle=shuffle,
         drop_last=shuffle,
         generator=generator,
-        collate_fn=TextImageCollate(tokenizer, max_length),
+        collate_fn=TextImageCollate(tokenizer, max_length, images=images),
     )
 
 

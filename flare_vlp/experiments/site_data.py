@@ -71,7 +71,7 @@ def run_manifest(
         SiteDataError: neither is given.
     """
     if manifest is not None:
-        return read_manifest(manifest, allow_empty_report=cfg.data.allow_empty_report)
+        return read_manifest(manifest, **cfg.data.read_options())
     if data_dir is None:
         raise SiteDataError("no data source: give `data_dir` or `manifest`")
     return locked_manifest(cfg, data_dir)
@@ -88,14 +88,19 @@ def load_site_data(
     data_dir: str | None = None,
     manifest: str | None = None,
     site_map: dict[str, str] | None = None,
+    images: bool = True,
 ) -> SiteData:
     """Resolve FLARE ``site`` to its data shard and build its model, tokenizer and loaders.
 
+    ``images=False``: a text-only site; its loaders give reports and labels and read no image, so its rows may have
+    none (``data.allow_empty_image``).
+
     Raises:
-        SiteDataError: no manifest/data_dir, the mapped data site is not in the manifest, or it has no train rows.
+        SiteDataError: no manifest/data_dir, the mapped data site is not in the manifest, it has no train rows, or
+            ``images`` and a row of the site without an image.
     """
     if manifest is not None:
-        rows = read_manifest(manifest, allow_empty_report=cfg.data.allow_empty_report)
+        rows = read_manifest(manifest, **cfg.data.read_options())
     elif cfg.data.manifest is not None:
         rows = prepare_manifest(cfg, data_dir or ".")
     elif data_dir is not None:
@@ -111,13 +116,17 @@ def load_site_data(
         )
     val = _site_rows(rows, data_site, "val")
     tokenizer = build_tokenizer(cfg.model)
-    loader_args = {"batch_size": cfg.train.batch_size, "max_length": cfg.data.max_text_length, "seed": cfg.seed}
-    train_loader = build_loader(
-        build_dataset(train, cfg.data, train=True, seed=cfg.seed), tokenizer, shuffle=True, **loader_args
-    )
+    loader_args = {"batch_size": cfg.train.batch_size, "max_length": cfg.data.max_text_length, "seed": cfg.seed,
+                   "images": images}  # fmt: skip
+    try:
+        train_set = build_dataset(train, cfg.data, train=True, seed=cfg.seed, images=images)
+        val_set = build_dataset(val, cfg.data, train=False, images=images) if len(val) >= 2 else None
+    except ValueError as e:
+        raise SiteDataError(f"site {site!r}: {e}") from None
+    train_loader = build_loader(train_set, tokenizer, shuffle=True, **loader_args)
     val_loader = None
-    if len(val) >= 2:
-        val_loader = build_loader(build_dataset(val, cfg.data, train=False), tokenizer, shuffle=False, **loader_args)
+    if val_set is not None:
+        val_loader = build_loader(val_set, tokenizer, shuffle=False, **loader_args)
     return SiteData(
         site=site,
         data_site=data_site,

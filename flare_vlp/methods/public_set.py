@@ -70,7 +70,7 @@ class PublicSet:
             ValueError: no data source, or no public rows (names the manifest and the setting).
         """
         if manifest is not None:
-            rows = read_manifest(manifest, allow_empty_report=cfg.data.allow_empty_report)
+            rows = read_manifest(manifest, **cfg.data.read_options())
         elif data_dir is not None:
             rows = locked_manifest(cfg, data_dir)
         else:
@@ -78,6 +78,10 @@ class PublicSet:
         public = rows.select(split="public")
         if len(public) == 0:
             raise ValueError(f"{rows.path}: no public split (SynthCXR: set data.synth.public_samples > 0)")
+        imageless = [r.id for r in public if not r.image]
+        if imageless:
+            raise ValueError(f"{rows.path}: public rows {imageless[:3]} have no image; the public split is image-text "
+                             f"pairs ({len(imageless)} rows without an image)")  # fmt: skip
         return cls(public, _public_dataset(public, cfg))
 
     def __post_init__(self) -> None:

@@ -56,7 +56,7 @@ def mean_loss(model: torch.nn.Module, loader, objective: Objective, device: str)
     total, count = 0.0, 0
     for batch in loader:
         loss, _ = objective(model, batch_to_device(batch, device))
-        n = int(batch["image"].shape[0])
+        n = int(batch["labels"].shape[0])  # report-only batches have no image
         total += float(loss) * n
         count += n
     return total / count if count else float("nan")

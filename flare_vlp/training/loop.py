@@ -229,7 +229,7 @@ def train_loop(
         optimizer.step()
         scheduler.step()
         result.steps += 1
-        result.samples += int(batch["image"].shape[0])
+        result.samples += int(batch["labels"].shape[0])  # report-only batches have no image
         result.losses.append(float(loss.detach()))
         logs.update(loss=result.losses[-1], lr=scheduler.get_last_lr()[0])
         result.last_logs = logs

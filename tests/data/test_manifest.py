@@ -159,6 +159,21 @@ def test_allow_empty_report_and_skip_image_check(tmp_path):
     assert m[0].report == "" and len(m) == 4
 
 
+def test_report_only_rows_need_allow_empty_image_and_round_trip(tmp_path):
+    """A row without an image (a site's report archive) is an error naming the line unless ``allow_empty_image``;
+    allowed, its image is ``""`` and survives a write and re-read."""
+    rows = _rows(tmp_path)
+    rows[1]["image"] = " "
+    path = _write_jsonl(tmp_path / "m.jsonl", rows)
+    with pytest.raises(ManifestError, match="empty image path.*allow_empty_image") as info:
+        read_manifest(path)
+    assert (info.value.line, info.value.field) == (2, "image")
+    m = read_manifest(path, allow_empty_image=True)
+    assert m[1].image == "" and Path(m[0].image).is_file() and len(m) == 4
+    again = read_manifest(write_manifest(m, tmp_path / "out.jsonl"), allow_empty_image=True)
+    assert [r.image for r in again] == [r.image for r in m]
+
+
 def test_write_is_atomic_and_refuses_missing_parent(tmp_path):
     records = [Record("a", str(_img(tmp_path, "a.png")), "r", {"opacity": 1})]
     with pytest.raises(ManifestError, match="output folder does not exist"):

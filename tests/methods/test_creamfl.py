@@ -175,6 +175,36 @@ def test_a_restarted_client_resumes_its_private_model_and_refuses_another_archit
         _client(creamfl_data_dir, tmp_path, "site-3", "text", model=other)
 
 
+def test_a_text_site_trains_on_report_only_rows_and_an_image_site_cannot(creamfl_data_dir, tmp_path):
+    """A text-only site's report archive has no images: with ``data.allow_empty_image`` its rows may name none, its
+    loaders read none (batches without ``image``) and it trains its CreamFL round; an image site given such rows is
+    refused, naming the site and a row."""
+    from flare_vlp.data.manifest import Record, write_manifest
+    from flare_vlp.experiments.site_data import SiteDataError
+
+    rows = read_manifest(Path(creamfl_data_dir) / "manifest.jsonl")
+    text_rows = [r for r in rows if r.site == "site-3" and r.split in ("train", "val")]
+    assert text_rows
+    no_images = [Record(r.id, "" if r in text_rows else r.image, r.report, r.labels, r.site, r.split) for r in rows]
+    manifest = write_manifest(no_images, tmp_path / "report_only.jsonl")
+    overrides = merge_overrides(CREAMFL, {"data": {"allow_empty_image": True}})
+    strategy = _strategy(creamfl_data_dir, regularisers="both")
+    task = strategy.round_tasks(0)[0]
+    cfg = load_config("tiny", overrides)
+    client = CreamFLClient()
+    store = SiteStore(tmp_path / "stores" / "site-3", "site-3")
+    client.initialize(SiteContext("site-3", cfg, store, manifest=str(manifest), role="text", local_steps=2))
+    batch = next(iter(client.data.train_loader))
+    assert "image" not in batch and batch["input_ids"].shape[0] == cfg.train.batch_size
+    reply = client.train(task, strategy.global_message(task), lambda: False)
+    assert set(reply.representations.arrays) == {"text"} and math.isfinite(reply.metrics["train_loss"])
+    assert math.isfinite(client.evaluate(task, Message()).metrics["val_loss"])
+    image_site = CreamFLClient()
+    with pytest.raises(SiteDataError, match=r"site 'site-3'.*row '.*' of site 'site-3' .* has no image"):
+        store = SiteStore(tmp_path / "stores" / "image", "site-3")
+        image_site.initialize(SiteContext("site-3", cfg, store, manifest=str(manifest), role="image", local_steps=2))
+
+
 BAD_REPLIES = [
     ("image", {"image": np.zeros((16, 16), np.float32)}, slice(None), "shape"),  # a client of another embed_dim
     ("image", {}, slice(1, None), "ids differ"),

@@ -70,8 +70,9 @@ class CreamFLClient(ClientAlgo):
         self.cfg = with_model(site.cfg, model_cfg)
         self.public = PublicSet.load(site.cfg, data_dir=site.data_dir, manifest=site.manifest)
         self.data: SiteData = load_site_data(
-            self.cfg, site.site, data_dir=site.data_dir, manifest=site.manifest, site_map=site.site_map
-        )
+            self.cfg, site.site, data_dir=site.data_dir, manifest=site.manifest, site_map=site.site_map,
+            images="image" in self.modalities,
+        )  # fmt: skip
         self.model = RoleModel(self.data.model, site.role, len(self.public.findings))
         self.model.make_trainable(list(model_cfg.frozen))
         key = json.dumps({"role": site.role, "model": model_cfg.__dict__}, sort_keys=True, default=str)
