@@ -14,14 +14,26 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flare_vlp.config import ExperimentConfig
+from flare_vlp.config import ExperimentConfig, TrainConfig
 from flare_vlp.methods.messages import Message, Task, TaskMeta
 from flare_vlp.methods.payload import Declaration, check_outgoing
 from flare_vlp.methods.site_store import SiteStore
+from flare_vlp.training.schedule import round_window
 
-__all__ = ["ClientAlgo", "SiteContext", "resolve_device", "seal_reply", "start_site"]
+__all__ = ["ClientAlgo", "SiteContext", "resolve_device", "run_schedule_window", "seal_reply", "start_site"]
 
 ShouldAbort = Callable[[], bool]
+
+
+def run_schedule_window(train: TrainConfig, task: Task, steps: int) -> tuple[int, int] | None:
+    """``train_loop``'s ``schedule_window`` for a task of ``steps`` private steps: ``(round * steps, total_rounds *
+    steps)``, so one lr warmup + decay spans the whole run at every site, whatever its algorithm; ``None`` (a fresh
+    schedule per round) with ``train.federated_schedule: round`` or a task without a round count."""
+    if train.federated_schedule == "round" or not task.total_rounds:
+        return None
+    return round_window(int(task.round), int(task.total_rounds), steps)
+
+
 Streamer = Callable[[str, Mapping[str, Any], int], None]
 
 

@@ -30,13 +30,12 @@ from torch.utils.data import DataLoader
 
 from flare_vlp.algorithms.dro import scoring_batches
 from flare_vlp.experiments.site_data import SiteData, load_site_data
-from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext
+from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext, run_schedule_window
 from flare_vlp.methods.messages import Message, PayloadKind, Task, TaskMeta, TaskName
 from flare_vlp.methods.payload import Declaration
 from flare_vlp.methods.tensors import DEFAULT_GROUPS, exchanged_keys, to_numpy, to_torch
 from flare_vlp.training import train_loop
 from flare_vlp.training.objectives import AnchoredObjective, ContrastiveObjective, Objective, batch_to_device
-from flare_vlp.training.schedule import round_window
 
 __all__ = ["VLPClientAlgo", "ScaledContrastiveObjective", "mean_loss", "batches_loss", "NUM_STEPS"]
 
@@ -150,9 +149,7 @@ class VLPClientAlgo(ClientAlgo):
         Each phase (task) of a round has its own steps, so each follows its own schedule across rounds. ``None`` (a
         fresh schedule per task) with ``train.federated_schedule: round`` or when the task carries no round count.
         """
-        if self.cfg.train.federated_schedule == "round" or not task.total_rounds:
-            return None
-        return round_window(int(task.round), int(task.total_rounds), steps)
+        return run_schedule_window(self.cfg.train, task, steps)
 
     # -- tasks ------------------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from flare_vlp.methods.repr_consensus.strategy import ReprConsensusStrategy
 from flare_vlp.methods.runner import run_in_process
 from flare_vlp.methods.site_store import SiteStore
 from flare_vlp.methods.strategy import ServerContext
+from flare_vlp.training.schedule import lr_multiplier
 
 ROLES = {"site-1": "image_text", "site-2": "image"}
 ROLE_SETTINGS = {"image": {"config_overrides": {"model": {"image_encoder": "vit_tiny"}}}}
@@ -112,6 +113,17 @@ def test_only_public_representations_leave_and_the_personal_model_stays(tmp_path
         assert keys[site] <= run.algos[site].declaration().private_keys
     events = _events(tmp_path / "run")
     assert [e["round"] for e in events if e["event"] == "round"] == [0, 1]
+    # the private steps follow one lr warmup + decay across the run (train.federated_schedule: run), as at every
+    # VLP site: round 0 ends above the floor, the last round at it (a fresh schedule per round would end both there)
+    train = load_config("tiny", PUBLIC).train
+    floor, first = (
+        train.lr * train.min_lr_ratio,
+        train.lr * lr_multiplier(1, 2, int(train.warmup_fraction * 2), train.schedule, train.min_lr_ratio),
+    )
+    lrs = {(e["site"], e["round"]): e["lr"] for e in events if e["event"] == "site" and "lr" in e}
+    for site in ROLES:
+        assert lrs[(site, 0)] == pytest.approx(first, rel=1e-5) and first > 2 * floor
+        assert lrs[(site, 1)] == pytest.approx(floor, rel=1e-5)
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ import torch
 
 from flare_vlp.algorithms.creamfl import inter_modal_contrast, intra_modal_contrast
 from flare_vlp.experiments.site_data import SiteData, load_site_data
-from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext
+from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext, run_schedule_window
 from flare_vlp.methods.creamfl.config import REGULARISERS
 from flare_vlp.methods.creamfl.models import (
     ROLE_MODALITIES,
@@ -43,7 +43,6 @@ from flare_vlp.methods.public_set import PublicSet
 from flare_vlp.training import train_loop
 from flare_vlp.training.loop import set_train_mode
 from flare_vlp.training.objectives import ContrastiveObjective, Objective, batch_to_device
-from flare_vlp.training.schedule import round_window
 
 __all__ = ["CreamFLClient"]
 
@@ -112,7 +111,7 @@ class CreamFLClient(ClientAlgo):
         result = train_loop(
             self.model, self.data.train_loader, self.cfg.train, objective=self.objective(), device=self.site.device,
             steps=steps, seed=self.cfg.seed + int(task.round), should_abort=should_abort,
-            schedule_window=self.schedule_window(task, steps),
+            schedule_window=run_schedule_window(self.cfg.train, task, steps),
         )  # fmt: skip
         if result.aborted:
             return None
@@ -143,14 +142,6 @@ class CreamFLClient(ClientAlgo):
             return Message(metrics={"val_loss": float("nan")})
         loss = mean_loss(self.model, self.data.val_loader, self.objective(), self.site.device)
         return Message(metrics={"val_loss": loss, "n_val": self.data.n_val})
-
-    def schedule_window(self, task: Task, steps: int) -> tuple[int, int] | None:
-        """Where this round's private steps sit in the run's lr schedule, as at every VLP site
-        (:meth:`flare_vlp.methods.vlp.VLPClientAlgo.schedule_window`): one warmup + decay across the rounds, unless
-        ``train.federated_schedule: round`` or the task carries no round count (then a fresh schedule per round)."""
-        if self.cfg.train.federated_schedule == "round" or not task.total_rounds:
-            return None
-        return round_window(int(task.round), int(task.total_rounds), steps)
 
     # -- steps ------------------------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The representation-consensus site: a private dual encoder of its own architecture that never leaves the site.
 
-Per round: train contrastively on the private pairs (the same ``train_loop`` as every VLP site), pull the
-representations of the round's public samples towards the server's consensus (``kd_steps`` steps of
+Per round: train contrastively on the private pairs (the same ``train_loop`` and run-wide lr schedule as every VLP
+site), pull the representations of the round's public samples towards the server's consensus (``kd_steps`` steps of
 ``kd_weight * mean ||z - z_consensus||^2`` per shared modality), then reply with the representations of those public
 samples only, in the modalities of the role: ``image_text`` sites send image and text, ``image`` sites send image.
 The whole model is personal state: it lives in the site store (entry ``model``, tagged with a fingerprint of the
@@ -17,7 +17,7 @@ import torch
 
 from flare_vlp.data.keys import SampleKey
 from flare_vlp.experiments.site_data import SiteData, load_site_data
-from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext
+from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext, run_schedule_window
 from flare_vlp.methods.messages import Message, PayloadKind, Representations, Task, TaskMeta
 from flare_vlp.methods.payload import Declaration
 from flare_vlp.methods.public_set import PublicSet
@@ -139,6 +139,7 @@ class ReprConsensusClient(ClientAlgo):
             steps=steps,
             seed=self.cfg.seed + int(task.round),
             should_abort=should_abort,
+            schedule_window=run_schedule_window(self.cfg.train, task, steps),
         )
         if result.aborted:
             return None
@@ -156,7 +157,7 @@ class ReprConsensusClient(ClientAlgo):
             {"model": self._fingerprint, "rounds_done": self.rounds_done, "role": self.site.role},
         )
         metrics = {"train_loss": result.final_loss, "kd_loss": kd_loss, "steps": result.steps,
-                   "rounds_done": self.rounds_done}  # fmt: skip
+                   "lr": result.last_logs.get("lr", float("nan")), "rounds_done": self.rounds_done}  # fmt: skip
         self.site.stream("round", metrics, int(task.round))
         return Message(
             representations=Representations(list(reps.ids), arrays),
