@@ -59,17 +59,15 @@ def _labels(manifest: Manifest) -> torch.Tensor:
 
 def _sample(manifest: Manifest, labels: torch.Tensor, index: int, image: torch.Tensor | None) -> dict[str, Any]:
     record = manifest[index]
-    sample = {
-        SampleKey.IMAGE: image,
+    sample = {} if image is None else {SampleKey.IMAGE: image}
+    return {
+        **sample,
         SampleKey.REPORT: record.report,
         SampleKey.LABELS: labels[index],
         SampleKey.ID: record.id,
         SampleKey.SITE: record.site,
         SampleKey.SPLIT: record.split,
     }
-    if image is None:
-        del sample[SampleKey.IMAGE]
-    return sample
 
 
 class ReportDataset(TorchDataset):

@@ -88,11 +88,12 @@ class TextImageCollate:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.images = images
+        self._required = ((SampleKey.IMAGE,) if images else ()) + (SampleKey.REPORT, SampleKey.LABELS)
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         if not samples:
             raise ValueError("cannot collate an empty batch")
-        for key in (SampleKey.IMAGE, SampleKey.REPORT, SampleKey.LABELS)[0 if self.images else 1 :]:
+        for key in self._required:
             missing = [i for i, s in enumerate(samples) if key not in s]
             if missing:
                 raise ValueError(f"samples {missing[:5]} of the batch have no '{key}' field")

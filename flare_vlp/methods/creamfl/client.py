@@ -20,6 +20,7 @@ the role and architecture) and restored when the site or job restarts.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterator, Mapping
 
@@ -186,16 +187,9 @@ class CreamFLClient(ClientAlgo):
         """The regulariser's batches: one pass over ``ids`` in order (``steps`` 0, the reference's one pass per
         round), else ``steps`` batches over as many passes as it takes, each reshuffled with seed ``seed + pass``."""
         if steps == 0 or not ids:
-            yield from self._loader(ids)
-            return
-        done, epoch = 0, 0
-        while True:
-            for batch in self._loader(ids, shuffle=True, seed=seed + epoch):
-                yield batch
-                done += 1
-                if done == steps:
-                    return
-            epoch += 1
+            return iter(self._loader(ids))
+        passes = (self._loader(ids, shuffle=True, seed=seed + epoch) for epoch in itertools.count())
+        return itertools.islice(itertools.chain.from_iterable(passes), steps)
 
     def _regularise(self, batches, ids, banks, old, terms, weight: float, tau_r: float) -> dict[str, float]:
         """``weight * (inter + intra)`` per modality over the public ``batches`` (methods.md 3, step 2); the mean
