@@ -17,10 +17,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,15 +185,29 @@ class DashboardAPI:
 
 
 def unlock_kit(zip_path: str | Path, dest: str | Path, pin: str) -> Path:
-    """Extract a dashboard kit zip locked with ``pin`` into ``dest`` (start scripts made executable again)."""
+    """Extract a dashboard kit zip locked with ``pin`` into ``dest`` (start scripts made executable again).
+
+    The kit is extracted into a temporary folder beside ``dest`` and moved into place only when every file
+    decrypted and passed its CRC: a wrong PIN leaves nothing behind, and an older kit at ``dest`` is replaced
+    whole (its certificates belong to another provisioning), never merged. (ZipCrypto's one-byte password check lets
+    about 1 wrong PIN in 256 through; such a PIN then fails in decompression, as ``zlib.error``, or in the CRC.)
+    """
     dest = Path(dest)
-    try:
-        with zipfile.ZipFile(zip_path) as z:
-            z.extractall(dest, pwd=pin.encode())
-    except (RuntimeError, zipfile.BadZipFile) as e:
-        raise DashboardError(f"{zip_path}: cannot unlock the startup kit (wrong PIN or damaged zip): {e}") from e
-    for script in (dest / "startup").glob("*.sh"):
-        script.chmod(0o755)
+    if dest.exists() and not (dest / "startup").is_dir():
+        raise DashboardError(f"{zip_path}: cannot unlock the startup kit into {dest}: it exists and is not a kit")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp:
+        try:
+            with zipfile.ZipFile(zip_path) as z:
+                z.extractall(tmp, pwd=pin.encode())
+        except (RuntimeError, zipfile.BadZipFile, zlib.error) as e:
+            raise DashboardError(f"{zip_path}: cannot unlock the startup kit (wrong PIN or damaged zip): {e}") from e
+        for script in Path(tmp).glob("startup/*.sh"):
+            script.chmod(0o755)
+        if dest.exists():  # an older kit of this name (a re-provisioned project): replaced whole, never merged
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        Path(tmp).mkdir()  # TemporaryDirectory removes its folder on exit; leave it an empty one to remove
     return dest
 
 

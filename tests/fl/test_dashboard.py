@@ -66,6 +66,50 @@ def test_dashboard_provisions_a_loopback_mtls_project_with_flare_vlp_allowed(pro
     }
 
 
+def _pin_past_the_check_byte(zip_path: Path) -> str:
+    """A wrong PIN that ZipCrypto's one-byte password check lets through for the zip's first entry (~1 in 256)."""
+    import zipfile
+
+    with zipfile.ZipFile(zip_path) as z:
+        first = z.infolist()[0]
+        for i in range(20_000):
+            try:
+                z.open(first, pwd=f"wrong-{i}".encode()).close()
+                return f"wrong-{i}"
+            except RuntimeError:  # "Bad password": the check byte caught it
+                continue
+    raise AssertionError(f"no wrong PIN passed the check byte of {zip_path}")
+
+
+def test_unlock_kit_leaves_nothing_half_written_and_replaces_an_older_kit_whole(provisioned, tmp_path):
+    dashboard, kits = provisioned
+    api = DashboardAPI(dashboard.url)
+    api.login(*CREDENTIAL.split(":")[:2])
+    site_id = next(c["id"] for c in kits.listing["clients"] if c["name"] == "site-1")
+    zip_path = api.download_kit("clients", site_id, tmp_path / "site-1.zip", "0123456789ab")
+    kit = unlock_kit(zip_path, tmp_path / "kit", "0123456789ab")
+    assert os.access(kit / "startup" / "start.sh", os.X_OK)
+    files = sorted(p.relative_to(kit) for p in kit.rglob("*"))
+    (kit / "stale-from-an-older-project.txt").write_text("x")
+    assert unlock_kit(zip_path, kit, "0123456789ab") == kit
+    assert sorted(p.relative_to(kit) for p in kit.rglob("*")) == files  # replaced whole, not merged
+
+    # A wrong PIN that passes the check byte fails later (zlib or CRC); the older kit stays as it was, no temp left.
+    wrong = _pin_past_the_check_byte(zip_path)
+    with pytest.raises(DashboardError, match="site-1.zip: cannot unlock the startup kit"):
+        unlock_kit(zip_path, kit, wrong)
+    with pytest.raises(DashboardError, match="site-1.zip: cannot unlock the startup kit"):
+        unlock_kit(zip_path, tmp_path / "new-kit", wrong)
+    assert sorted(p.relative_to(kit) for p in kit.rglob("*")) == files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kit", "site-1.zip"]
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep")
+    with pytest.raises(DashboardError, match="notes: it exists and is not a kit"):
+        unlock_kit(zip_path, tmp_path / "notes", "0123456789ab")
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "keep"
+
+
 def test_dashboard_errors_name_what_is_wrong(provisioned, tmp_path):
     dashboard, kits = provisioned
     with pytest.raises(DashboardError, match="login of 'admin@flare-vlp.org' refused"):
