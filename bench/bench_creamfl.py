@@ -8,8 +8,9 @@ Run:  PYTHONPATH=. .venv/bin/python bench/bench_creamfl.py [--plan v3] [--seeds 
 
 Plans: ``v2`` (= v1's settings, preset ``creambench``: 6 rounds x 8 steps, the client architectures of v1/v2 pinned,
 128 public samples per round), ``v3`` (preset ``creambench3``: 12 rounds x 16 steps, the current default client
-architectures, the default 256 public samples per round) and ``v4`` (v3 with 64 client regulariser steps per round,
-``reg_steps``, instead of one pass of 4).
+architectures, the default 256 public samples per round), ``v4`` (v3 with 64 client regulariser steps per round,
+``reg_steps``, instead of one pass of 4) and ``v5`` (v4 with the regulariser at the private pass's scheduled lr,
+``reg_lr: schedule``, instead of the base lr every round).
 
 Settings, controls, endpoints and the target are in docs/benchmarks.md ("CreamFL benchmark"), written before any
 result was looked at. Every run is evaluated by the same protocol (``evaluate_global_model``: the saved server /
@@ -41,13 +42,17 @@ V1_CLIENTS = {  # the default client architectures when v1 and v2 ran (commit 90
                                          "frozen": []}}},
 }  # fmt: skip
 PLANS: dict[str, dict] = {
-    "v2": {"config": "creambench", "public_samples": 128, "role_settings": V1_CLIENTS},
-    "v3": {"config": "creambench3", "public_samples": None, "role_settings": None},
-    "v4": {"config": "creambench3", "public_samples": None, "role_settings": None, "reg_steps": 64},  # pilot rule
-}
+    "v2": {"config": "creambench", "public_samples": 128, "role_settings": V1_CLIENTS, "reg_lr": "base"},
+    "v3": {"config": "creambench3", "public_samples": None, "role_settings": None, "reg_lr": "base"},
+    "v4": {"config": "creambench3", "public_samples": None, "role_settings": None, "reg_steps": 64,  # pilot rule
+           "reg_lr": "base"},
+    "v5": {"config": "creambench3", "public_samples": None, "role_settings": None, "reg_steps": 64,
+           "reg_lr": "schedule"},
+}  # fmt: skip
 """Settings per plan (docs/benchmarks.md): the preset, public samples per round (None: the method default), the
-client architectures (None: the defaults of ``methods/creamfl/models.py``) and the clients' regulariser steps per
-round (absent: the method default, one pass over the round's public subset)."""
+client architectures (None: the defaults of ``methods/creamfl/models.py``), the clients' regulariser steps per
+round (absent: the method default, one pass over the round's public subset) and the regulariser's lr (``base``:
+``train.lr`` every round, as v1-v4 ran; ``schedule``: the private pass's scheduled lr, the default since v5)."""
 LN_BANK = float(np.log(256))  # chance level of one inter-modal term against the default bank of 256 global reps
 RUNS: dict[str, dict] = {
     "public_only": {"public_only": True},
@@ -117,6 +122,8 @@ def run_one(name: str, seed: int, out: Path, log, plan: str = "v3", reg_steps: i
         steps = reg_steps if reg_steps is not None else settings.get("reg_steps")
         if creamfl and steps is not None:
             args["reg_steps"] = steps
+        if creamfl:
+            args["reg_lr"] = settings["reg_lr"]
         run_federated(
             settings["config"], run_dir, spec["method"], num_rounds=cfg.fl["rounds"],
             local_steps=cfg.fl["local_steps"], data_dir=data_dir, method_args=args or None, overwrite=True,
@@ -243,7 +250,7 @@ def markdown(results: dict, seeds: list[int], out: Path, plan: str = "v3") -> st
     if verdict:
         lines += ["", "Target (CreamFL's server ahead of both on R@5 in both directions): " + "; ".join(verdict)]
     for key, what in (("train_loss", "private task loss"), ("reg_inter", "inter-modal regulariser"),
-                      ("reg_intra", "intra-modal regulariser")):  # fmt: skip
+                      ("reg_intra", "intra-modal regulariser"), ("reg_lr", "regulariser lr")):  # fmt: skip
         values = client_metric(out, seeds, key)
         if values:
             shown = "; ".join(f"{role} {a:.3f} -> {b:.3f} (n = {n})" for role, (a, b, n) in values.items())

@@ -154,6 +154,39 @@ def test_reg_steps_sets_the_regulariser_steps_and_the_inter_term_falls(creamfl_d
         client.train(bad, message, lambda: False)
 
 
+def test_reg_lr_runs_the_regulariser_at_the_private_pass_scheduled_lr_or_at_the_base_lr(creamfl_data_dir, tmp_path):
+    """``reg_lr: schedule`` (default): the regulariser steps at the lr the private pass's run-wide schedule reached,
+    so it decays with the run as one optimiser's would (the reference); ``base``: at ``train.lr`` every round. The
+    steps taken at that lr move the model by less when the lr is lower. Bad values are refused."""
+    from flare_vlp.config import ConfigError
+
+    moved = {}
+    for reg_lr in ("schedule", "base"):
+        strategy = _strategy(creamfl_data_dir, rounds=2, reg_steps=4, regularisers="inter", reg_lr=reg_lr)
+        assert strategy.round_tasks(1)[0].options["reg_lr"] == reg_lr
+        client = _client(creamfl_data_dir, tmp_path / reg_lr, "site-2", "image", local_steps=4)
+        for rnd in range(2):
+            task = strategy.round_tasks(rnd)[0]
+            message = strategy.global_message(task)
+            before = {k: v.clone() for k, v in client.model.state_dict().items()}
+            reply = client.train(task, message, lambda: False)
+        cfg = client.cfg.train
+        floor = cfg.lr * cfg.min_lr_ratio
+        if reg_lr == "schedule":  # the last round's private pass ends the run: its schedule is at the floor
+            assert reply.metrics["reg_lr"] == pytest.approx(reply.metrics["lr"], rel=1e-6)
+            assert reply.metrics["reg_lr"] == pytest.approx(floor, rel=1e-5) and floor < cfg.lr / 10
+        else:
+            assert reply.metrics["reg_lr"] == pytest.approx(cfg.lr, rel=1e-6)
+        moved[reg_lr] = sum(float((v.float() - before[k].float()).norm()) for k, v in client.model.state_dict().items())
+    assert moved["schedule"] < moved["base"], moved
+    with pytest.raises(ConfigError, match="reg_lr"):
+        method_config("creamfl", {"reg_lr": "fixed"})
+    bad = strategy.round_tasks(0)[0]
+    bad.options["reg_lr"] = "fixed"
+    with pytest.raises(ValueError, match="site-2.*reg_lr='fixed'"):
+        client.train(bad, strategy.global_message(bad), lambda: False)
+
+
 def test_a_restarted_client_resumes_its_private_model_and_refuses_another_architectures(creamfl_data_dir, tmp_path):
     """The whole private model lives in the site store: a client started again on the same store (a site or job
     restart) resumes it and its round count; one of another architecture on that store is refused by name."""

@@ -8,7 +8,9 @@ Per round (methods.md section 3, step 2-3; the reference's ``MMClientTrainer`` o
    sites from the report text (BCE, :class:`~flare_vlp.methods.creamfl.models.FindingsObjective`), ``image_text``
    sites train contrastively (the same ``train_loop`` and objective as every VLP site);
 4. ``reg_steps`` steps over the public subset (default: one pass in order; otherwise passes reshuffled with a
-   seeded draw each) of ``reg_weight * (inter + intra)`` per modality it has: inter-modal against
+   seeded draw each), at the lr its private pass ended at (``reg_lr: schedule``, the reference's one optimiser and
+   schedule for both passes; ``base``: ``train.lr``), of ``reg_weight * (inter + intra)`` per modality it has:
+   inter-modal against
    the WHOLE bank of global representations of the other modality (target: the sample's public index), intra-modal
    MOON style (global positive, own round-start negative), ``tau_r`` 0.5;
 5. reply with its representations of the public subset in its modalities only.
@@ -30,7 +32,7 @@ import torch
 from flare_vlp.algorithms.creamfl import inter_modal_contrast, intra_modal_contrast
 from flare_vlp.experiments.site_data import SiteData, load_site_data
 from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext, run_schedule_window
-from flare_vlp.methods.creamfl.config import REGULARISERS
+from flare_vlp.methods.creamfl.config import REG_LRS, REGULARISERS
 from flare_vlp.methods.creamfl.models import (
     ROLE_MODALITIES,
     FindingsObjective,
@@ -48,7 +50,7 @@ from flare_vlp.training.objectives import ContrastiveObjective, Objective, batch
 __all__ = ["CreamFLClient"]
 
 STORE_ENTRY = "model"
-OPTIONS = ("reg_weight", "tau_r", "regularisers", "reg_steps")
+OPTIONS = ("reg_weight", "tau_r", "regularisers", "reg_steps", "reg_lr")
 
 
 class CreamFLClient(ClientAlgo):
@@ -117,8 +119,10 @@ class CreamFLClient(ClientAlgo):
         if result.aborted:
             return None
         batches = self._public_batches(ids, int(options.get("reg_steps", 0)), self.cfg.seed + 1000 * int(task.round))
+        # "schedule": the lr the private pass's run-wide schedule reached (its next step's), as one optimiser would
+        reg_lr = float(result.last_logs["lr"]) if options.get("reg_lr", "schedule") == "schedule" else self.cfg.train.lr
         reg = self._regularise(batches, ids, banks, old, terms, float(options.get("reg_weight", 0.5)),
-                               float(options.get("tau_r", 0.5)))  # fmt: skip
+                               float(options.get("tau_r", 0.5)), reg_lr)  # fmt: skip
         arrays = self._represent(ids)
         self.model.cpu()
         self.rounds_done += 1
@@ -173,6 +177,8 @@ class CreamFLClient(ClientAlgo):
         steps = options.get("reg_steps", 0)
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
             raise ValueError(f"site {self.site.site!r}: reg_steps={steps!r}, expected an integer >= 0")
+        if options.get("reg_lr", "schedule") not in REG_LRS:
+            raise ValueError(f"site {self.site.site!r}: reg_lr={options['reg_lr']!r}, expected one of {list(REG_LRS)}")
         if options.get("regularisers", "both") not in REGULARISERS:
             raise ValueError(f"site {self.site.site!r}: regularisers={options['regularisers']!r}, expected one of "
                              f"{list(REGULARISERS)}")  # fmt: skip
@@ -191,16 +197,16 @@ class CreamFLClient(ClientAlgo):
         passes = (self._loader(ids, shuffle=True, seed=seed + epoch) for epoch in itertools.count())
         return itertools.islice(itertools.chain.from_iterable(passes), steps)
 
-    def _regularise(self, batches, ids, banks, old, terms, weight: float, tau_r: float) -> dict[str, float]:
-        """``weight * (inter + intra)`` per modality over the public ``batches`` (methods.md 3, step 2); the mean
-        terms and the steps taken."""
+    def _regularise(self, batches, ids, banks, old, terms, weight: float, tau_r: float, lr: float) -> dict[str, float]:
+        """``weight * (inter + intra)`` per modality over the public ``batches`` (methods.md 3, step 2) at ``lr``;
+        the mean terms, the steps taken and the lr."""
         if not terms or weight == 0:
             return {}
         model, device = self.model, self.site.device
         model.to(device)
         set_train_mode(model)  # the unused, frozen tower stays in eval mode
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.cfg.train.lr, weight_decay=0.0)
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
         row = {sample: i for i, sample in enumerate(ids)}
         other = {"image": "text", "text": "image"}
         sums = {"inter": 0.0, "intra": 0.0}
@@ -223,7 +229,8 @@ class CreamFLClient(ClientAlgo):
             (weight * loss).backward()
             optimizer.step()
             steps += 1
-        return {**{f"reg_{k}": v / max(steps, 1) for k, v in sums.items() if k in terms}, "reg_steps": steps}
+        means = {f"reg_{k}": v / max(steps, 1) for k, v in sums.items() if k in terms}
+        return {**means, "reg_steps": steps, "reg_lr": lr}
 
     @torch.no_grad()
     def _represent(self, ids: list[str]) -> dict[str, np.ndarray]:

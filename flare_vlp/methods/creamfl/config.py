@@ -8,10 +8,14 @@ from typing import Literal
 
 from flare_vlp.methods.registry import check, setting
 
-__all__ = ["CreamFLConfig", "REGULARISERS"]
+__all__ = ["CreamFLConfig", "REG_LRS", "REGULARISERS"]
 
 REGULARISERS = {"both": ("inter", "intra"), "inter": ("inter",), "intra": ("intra",), "none": ()}
 """``regularisers`` setting -> the local regulariser terms the clients run (the ablations drop one or both)."""
+
+REG_LRS = ("schedule", "base")
+"""``reg_lr`` values: the regulariser steps at the lr the round's private pass ended at (the run-wide schedule), or
+at the base ``train.lr`` every round (v1-v4 of the benchmark)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,9 @@ class CreamFLConfig:
         regularisers: which local regularisers the clients run: ``both`` (default), ``inter``, ``intra``, ``none``.
         reg_steps: the clients' regulariser steps per round over the round's public subset (``0``: one pass in
             order, as the reference; more: passes reshuffled with a seeded draw each, until that many steps).
+        reg_lr: the regulariser's learning rate: ``schedule`` (default) the lr the round's private pass ended at, so
+            public and private steps follow one run-wide schedule as in the reference (one optimiser, one schedule
+            for both); ``base`` the base ``train.lr`` every round, undecayed (the benchmark's v1-v4).
         server_steps: server contrastive steps on the whole public split per round (``0``: one pass).
         server_lr: server learning rate (``None``: the experiment's ``train.lr``).
     """
@@ -39,6 +46,9 @@ class CreamFLConfig:
         "both", "client regularisers: both, inter, intra or none (ablations)"
     )
     reg_steps: int = setting(0, "clients' regulariser steps per round over the public subset (0: one pass)")
+    reg_lr: Literal["schedule", "base"] = setting(
+        "schedule", "clients' regulariser lr: schedule (the private pass's scheduled lr) or base (train.lr)"
+    )
     server_steps: int = setting(0, "server contrastive steps on the public split per round (0: one pass)")
     server_lr: float | None = setting(None, "server learning rate (default: train.lr)")
 
@@ -53,6 +63,7 @@ class CreamFLConfig:
             f"{self.regularisers!r}"
         )  # fmt: skip
         check(self.reg_steps >= 0, "reg_steps", f"must be >= 0, got {self.reg_steps}")
+        check(self.reg_lr in REG_LRS, "reg_lr", f"must be one of {list(REG_LRS)}, got {self.reg_lr!r}")
         check(self.server_steps >= 0, "server_steps", f"must be >= 0, got {self.server_steps}")
         if self.server_lr is not None:
             check(self.server_lr > 0, "server_lr", f"must be > 0, got {self.server_lr}")

@@ -112,7 +112,7 @@ class CreamFLStrategy(ServerStrategy):
     def round_tasks(self, rnd: int) -> list[Task]:
         c = self.config
         options = {"reg_weight": float(c.reg_weight), "tau_r": float(c.tau_r), "regularisers": c.regularisers,
-                   "reg_steps": int(c.reg_steps)}  # fmt: skip
+                   "reg_steps": int(c.reg_steps), "reg_lr": c.reg_lr}  # fmt: skip
         return [Task(TaskName.TRAIN, rnd, self.ctx.num_rounds, options=options)]
 
     def global_message(self, task: Task) -> Message:
