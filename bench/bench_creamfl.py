@@ -253,7 +253,8 @@ def markdown(results: dict, seeds: list[int], out: Path, plan: str = "v3") -> st
                       ("reg_intra", "intra-modal regulariser"), ("reg_lr", "regulariser lr")):  # fmt: skip
         values = client_metric(out, seeds, key)
         if values:
-            shown = "; ".join(f"{role} {a:.3f} -> {b:.3f} (n = {n})" for role, (a, b, n) in values.items())
+            fmt = ".3g" if key == "reg_lr" else ".3f"  # an lr of 1e-3 -> 5e-5 needs significant digits
+            shown = "; ".join(f"{role} {a:{fmt}} -> {b:{fmt}} (n = {n})" for role, (a, b, n) in values.items())
             lines += ["", f"CreamFL clients' {what}, first -> last round (mean over sites and seeds): {shown}"]
     checks = substrate_check(out, seeds)
     if checks:
