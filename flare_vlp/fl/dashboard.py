@@ -196,18 +196,20 @@ def unlock_kit(zip_path: str | Path, dest: str | Path, pin: str) -> Path:
     if dest.exists() and not (dest / "startup").is_dir():
         raise DashboardError(f"{zip_path}: cannot unlock the startup kit into {dest}: it exists and is not a kit")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp:
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
         try:
             with zipfile.ZipFile(zip_path) as z:
-                z.extractall(tmp, pwd=pin.encode())
+                z.extractall(staging, pwd=pin.encode())
         except (RuntimeError, zipfile.BadZipFile, zlib.error) as e:
             raise DashboardError(f"{zip_path}: cannot unlock the startup kit (wrong PIN or damaged zip): {e}") from e
-        for script in Path(tmp).glob("startup/*.sh"):
+        for script in staging.glob("startup/*.sh"):
             script.chmod(0o755)
         if dest.exists():  # an older kit of this name (a re-provisioned project): replaced whole, never merged
             shutil.rmtree(dest)
-        os.replace(tmp, dest)
-        Path(tmp).mkdir()  # TemporaryDirectory removes its folder on exit; leave it an empty one to remove
+        os.replace(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # what a failed extraction left (gone once moved into place)
     return dest
 
 

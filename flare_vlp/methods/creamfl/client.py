@@ -10,9 +10,8 @@ Per round (methods.md section 3, step 2-3; the reference's ``MMClientTrainer`` o
 4. ``reg_steps`` steps over the public subset (default: one pass in order; otherwise passes reshuffled with a
    seeded draw each), at the lr its private pass ended at (``reg_lr: schedule``, the reference's one optimiser and
    schedule for both passes; ``base``: ``train.lr``), of ``reg_weight * (inter + intra)`` per modality it has:
-   inter-modal against
-   the WHOLE bank of global representations of the other modality (target: the sample's public index), intra-modal
-   MOON style (global positive, own round-start negative), ``tau_r`` 0.5;
+   inter-modal against the WHOLE bank of global representations of the other modality (target: the sample's public
+   index), intra-modal MOON style (global positive, own round-start negative), ``tau_r`` 0.5;
 5. reply with its representations of the public subset in its modalities only.
 
 The whole model (and head) is personal state, kept in the site store (entry ``model``, tagged with a fingerprint of
