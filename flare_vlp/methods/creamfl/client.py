@@ -31,7 +31,7 @@ import torch
 from flare_vlp.algorithms.creamfl import inter_modal_contrast, intra_modal_contrast
 from flare_vlp.experiments.site_data import SiteData, load_site_data
 from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext, run_schedule_window
-from flare_vlp.methods.creamfl.config import REG_LRS, REGULARISERS
+from flare_vlp.methods.creamfl.config import CLIENT_OPTIONS, REG_LRS, REGULARISERS, CreamFLConfig
 from flare_vlp.methods.creamfl.models import (
     ROLE_MODALITIES,
     FindingsObjective,
@@ -49,7 +49,9 @@ from flare_vlp.training.objectives import ContrastiveObjective, Objective, batch
 __all__ = ["CreamFLClient"]
 
 STORE_ENTRY = "model"
-OPTIONS = ("reg_weight", "tau_r", "regularisers", "reg_steps", "reg_lr")
+OPTIONS = CLIENT_OPTIONS
+DEFAULTS = {key: getattr(CreamFLConfig(), key) for key in OPTIONS}
+"""What a task that lacks an option means: the method's default setting."""
 
 
 class CreamFLClient(ClientAlgo):
@@ -107,7 +109,7 @@ class CreamFLClient(ClientAlgo):
     def train(self, task: Task, message: Message, should_abort: ShouldAbort) -> Message | None:
         ids, banks = self._received(message)
         options = self._options(task)
-        terms = REGULARISERS[options.get("regularisers", "both")]
+        terms = REGULARISERS[options["regularisers"]]
         old = self._represent(ids) if "intra" in terms else {}
         steps = task.local_steps or self.site.local_steps or len(self.data.train_loader)
         result = train_loop(
@@ -117,11 +119,11 @@ class CreamFLClient(ClientAlgo):
         )  # fmt: skip
         if result.aborted:
             return None
-        batches = self._public_batches(ids, int(options.get("reg_steps", 0)), self.cfg.seed + 1000 * int(task.round))
+        batches = self._public_batches(ids, options["reg_steps"], self.cfg.seed + 1000 * int(task.round))
         # "schedule": the lr the private pass's run-wide schedule reached (its next step's), as one optimiser would
-        reg_lr = float(result.last_logs["lr"]) if options.get("reg_lr", "schedule") == "schedule" else self.cfg.train.lr
-        reg = self._regularise(batches, ids, banks, old, terms, float(options.get("reg_weight", 0.5)),
-                               float(options.get("tau_r", 0.5)), reg_lr)  # fmt: skip
+        reg_lr = float(result.last_logs["lr"]) if options["reg_lr"] == "schedule" else self.cfg.train.lr
+        reg = self._regularise(batches, ids, banks, old, terms, float(options["reg_weight"]),
+                               float(options["tau_r"]), reg_lr)  # fmt: skip
         arrays = self._represent(ids)
         self.model.cpu()
         self.rounds_done += 1
@@ -172,13 +174,13 @@ class CreamFLClient(ClientAlgo):
         unknown = sorted(set(task.options) - set(OPTIONS))
         if unknown:
             raise ValueError(f"site {self.site.site!r}: task options {unknown} unknown to CreamFL ({OPTIONS})")
-        options = dict(task.options)
-        steps = options.get("reg_steps", 0)
+        options = {**DEFAULTS, **task.options}
+        steps = options["reg_steps"]
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
             raise ValueError(f"site {self.site.site!r}: reg_steps={steps!r}, expected an integer >= 0")
-        if options.get("reg_lr", "schedule") not in REG_LRS:
+        if options["reg_lr"] not in REG_LRS:
             raise ValueError(f"site {self.site.site!r}: reg_lr={options['reg_lr']!r}, expected one of {list(REG_LRS)}")
-        if options.get("regularisers", "both") not in REGULARISERS:
+        if options["regularisers"] not in REGULARISERS:
             raise ValueError(f"site {self.site.site!r}: regularisers={options['regularisers']!r}, expected one of "
                              f"{list(REGULARISERS)}")  # fmt: skip
         return options

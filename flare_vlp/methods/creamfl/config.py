@@ -8,10 +8,13 @@ from typing import Literal
 
 from flare_vlp.methods.registry import check, setting
 
-__all__ = ["CreamFLConfig", "REG_LRS", "REGULARISERS"]
+__all__ = ["CLIENT_OPTIONS", "CreamFLConfig", "REG_LRS", "REGULARISERS"]
 
 REGULARISERS = {"both": ("inter", "intra"), "inter": ("inter",), "intra": ("intra",), "none": ()}
 """``regularisers`` setting -> the local regulariser terms the clients run (the ablations drop one or both)."""
+
+CLIENT_OPTIONS = ("reg_weight", "tau_r", "regularisers", "reg_steps", "reg_lr")
+"""The settings the server sends its clients as task options each round (a client missing one takes its default)."""
 
 REG_LRS = ("schedule", "base")
 """``reg_lr`` values: the regulariser steps at the lr the round's private pass ended at (the run-wide schedule), or

@@ -33,6 +33,7 @@ from flare_vlp.algorithms.aggregate import UpdateValidationError
 from flare_vlp.algorithms.creamfl import distillation_loss
 from flare_vlp.algorithms.ensemble import cross_modal_ensemble
 from flare_vlp.experiments.builders import build_model, build_tokenizer
+from flare_vlp.methods.creamfl.config import CLIENT_OPTIONS
 from flare_vlp.methods.creamfl.models import ROLE_MODALITIES
 from flare_vlp.methods.messages import Message, Representations, Task, TaskMeta, TaskName
 from flare_vlp.methods.payload import validate_representations
@@ -110,9 +111,7 @@ class CreamFLStrategy(ServerStrategy):
     # -- the platform's round ---------------------------------------------------------------------------------
 
     def round_tasks(self, rnd: int) -> list[Task]:
-        c = self.config
-        options = {"reg_weight": float(c.reg_weight), "tau_r": float(c.tau_r), "regularisers": c.regularisers,
-                   "reg_steps": int(c.reg_steps), "reg_lr": c.reg_lr}  # fmt: skip
+        options = {key: getattr(self.config, key) for key in CLIENT_OPTIONS}
         return [Task(TaskName.TRAIN, rnd, self.ctx.num_rounds, options=options)]
 
     def global_message(self, task: Task) -> Message:
