@@ -40,8 +40,8 @@ def plain_fedavg(cfg, data_dir: Path, sites: list[str], rounds: int, steps: int,
     from flare_vlp.experiments.builders import build_model
     from flare_vlp.experiments.site_data import load_site_data
     from flare_vlp.methods.tensors import DEFAULT_GROUPS, exchanged_keys, to_numpy, to_torch
-    from flare_vlp.methods.vlp import mean_loss
     from flare_vlp.training import train_loop
+    from flare_vlp.training.held_out import mean_loss
     from flare_vlp.training.objectives import ContrastiveObjective
     from flare_vlp.training.schedule import round_window
 

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from flare_vlp.algorithms.dro import scoring_batches
 from flare_vlp.experiments.site_data import SiteData, load_site_data
@@ -35,9 +34,10 @@ from flare_vlp.methods.messages import Message, PayloadKind, Task, TaskMeta, Tas
 from flare_vlp.methods.payload import Declaration
 from flare_vlp.methods.tensors import DEFAULT_GROUPS, exchanged_keys, to_numpy, to_torch
 from flare_vlp.training import train_loop
-from flare_vlp.training.objectives import AnchoredObjective, ContrastiveObjective, Objective, batch_to_device
+from flare_vlp.training.held_out import batches_loss, mean_loss
+from flare_vlp.training.objectives import AnchoredObjective, ContrastiveObjective, Objective
 
-__all__ = ["VLPClientAlgo", "ScaledContrastiveObjective", "mean_loss", "batches_loss", "NUM_STEPS"]
+__all__ = ["VLPClientAlgo", "ScaledContrastiveObjective", "NUM_STEPS"]
 
 NUM_STEPS = "NUM_STEPS_CURRENT_ROUND"
 """FLARE's meta key for a reply's local steps (``FLMetaKey.NUM_STEPS_CURRENT_ROUND``)."""
@@ -46,30 +46,6 @@ OPTIONS = ("prox_mu", "anchor_weight", "dro_batches", "dro_batch_size", "loss_sc
 """The task options this algorithm understands."""
 
 _CHOICES = {"loss_scale": ("mean", "sum"), "stage2_start": ("global", "local")}
-
-
-@torch.no_grad()
-def mean_loss(model: torch.nn.Module, loader, objective: Objective, device: str) -> float:
-    """Sample-weighted mean objective over ``loader`` in eval mode (the site's validation loss)."""
-    model.to(device).eval()
-    total, count = 0.0, 0
-    for batch in loader:
-        loss, _ = objective(model, batch_to_device(batch, device))
-        n = int(batch["labels"].shape[0])  # report-only batches have no image
-        total += float(loss) * n
-        count += n
-    return total / count if count else float("nan")
-
-
-@torch.no_grad()
-def batches_loss(
-    model: torch.nn.Module, dataset, collate, batches: Sequence[np.ndarray], objective: Objective, device: str
-) -> float:
-    """Mean objective over the given equal-size batches of ``dataset`` rows, in eval mode (the fixed DRO signal)."""
-    loader = DataLoader(dataset, batch_sampler=[b.tolist() for b in batches], collate_fn=collate)
-    model.to(device).eval()
-    losses = [float(objective(model, batch_to_device(batch, device))[0]) for batch in loader]
-    return float(np.mean(losses)) if losses else float("nan")
 
 
 class ScaledContrastiveObjective(ContrastiveObjective):

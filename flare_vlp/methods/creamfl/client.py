@@ -142,7 +142,7 @@ class CreamFLClient(ClientAlgo):
 
     def evaluate(self, task: Task, message: Message) -> Message:
         """The role's task loss of the site's own model on its val split (the message carries no weights)."""
-        from flare_vlp.methods.vlp import mean_loss
+        from flare_vlp.training.held_out import mean_loss
 
         if self.data.val_loader is None:
             return Message(metrics={"val_loss": float("nan")})

@@ -167,7 +167,7 @@ class ReprConsensusClient(ClientAlgo):
 
     def evaluate(self, task: Task, message: Message) -> Message:
         """Contrastive val loss of the site's own model (the received message carries no weights)."""
-        from flare_vlp.methods.vlp import mean_loss
+        from flare_vlp.training.held_out import mean_loss
 
         if self.data.val_loader is None:
             return Message(metrics={"val_loss": float("nan")})
