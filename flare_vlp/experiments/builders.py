@@ -21,11 +21,12 @@ from flare_vlp.config import (
     config_from_dict,
     config_to_dict,
 )
-from flare_vlp.data.datasets import CachedManifestDataset, ManifestDataset, ReportDataset
 from flare_vlp.data.manifest import Manifest, read_manifest
 from flare_vlp.data.synthetic import SynthConfig, generate_synthcxr
-from flare_vlp.data.text import TextImageCollate, load_tokenizer
 from flare_vlp.models import DualEncoder, build_dual_encoder, get_tokenizer_path
+
+# MONAI: the datasets and the tokenizing collate (flare_vlp.data.datasets / .text) are imported where they are used:
+# they import MONAI (6-7 s), which a FLARE server process (it only builds the model, writes the run folder) never needs.
 
 __all__ = [
     "synth_config",
@@ -129,6 +130,8 @@ def build_dataset(
     Raises:
         ValueError: ``images`` and a report-only row (no image), naming its id and site.
     """
+    from flare_vlp.data.datasets import CachedManifestDataset, ManifestDataset, ReportDataset  # MONAI: see above
+
     if not images:
         return ReportDataset(manifest)
     imageless = [r for r in manifest if not r.image]
@@ -145,6 +148,8 @@ def build_dataset(
 
 
 def build_tokenizer(model: ModelConfig):
+    from flare_vlp.data.text import load_tokenizer  # MONAI: see above
+
     return load_tokenizer(get_tokenizer_path(model.text_encoder, **model.text_kwargs))
 
 
@@ -153,6 +158,8 @@ def build_loader(
 ) -> DataLoader:
     """A seeded DataLoader with the tokenizing collate (``images=False``: report-only samples); training loaders
     drop the last partial batch."""
+    from flare_vlp.data.text import TextImageCollate  # MONAI: see above
+
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
