@@ -100,7 +100,7 @@ def run_one(name: str, seed: int, out: Path, log, plan: str = "v3", reg_steps: i
     """Run (or reuse) one arm at one seed of ``plan``; returns its ``summary.json`` plus the wall seconds."""
     from flare_vlp.config import load_config
     from flare_vlp.experiments.builders import default_data_dir, prepare_manifest
-    from flare_vlp.recipes.run import run_federated
+    from flare_vlp.recipes.run import DataSource, RunSpec, run_federated
 
     spec, run_dir = RUNS[name], out / f"seed-{seed}" / name
     if (run_dir / "summary.json").is_file():
@@ -124,12 +124,12 @@ def run_one(name: str, seed: int, out: Path, log, plan: str = "v3", reg_steps: i
             args["reg_steps"] = steps
         if creamfl:
             args["reg_lr"] = settings["reg_lr"]
-        run_federated(
-            settings["config"], run_dir, spec["method"], num_rounds=cfg.fl["rounds"],
-            local_steps=cfg.fl["local_steps"], data_dir=data_dir, method_args=args or None, overwrite=True,
-            overrides=overrides, echo=log, env="inprocess", role_mix=ROLE_MIX if creamfl else None,
-            role_settings=settings["role_settings"] if creamfl else None, data_sites=spec.get("data_sites"),
-        )  # fmt: skip
+        data = DataSource(data_dir=str(data_dir), data_sites=spec.get("data_sites"))
+        run = RunSpec(spec["method"], method_settings=args, config=settings["config"], config_overrides=overrides,
+                      num_rounds=cfg.fl["rounds"], local_steps=cfg.fl["local_steps"], data=data,
+                      role_mix=ROLE_MIX if creamfl else None,
+                      role_settings=settings["role_settings"] if creamfl else {})  # fmt: skip
+        run_federated(run, run_dir, env="inprocess", overwrite=True, echo=log)
     summary = json.loads((run_dir / "summary.json").read_text())
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

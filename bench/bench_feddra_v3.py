@@ -65,7 +65,7 @@ def run_one(name: str, seed: int, out: Path, env: str, device: str, log) -> dict
     from flare_vlp.config import load_config
     from flare_vlp.experiments.baselines import run_baseline
     from flare_vlp.experiments.builders import default_data_dir
-    from flare_vlp.recipes.run import run_federated
+    from flare_vlp.recipes.run import DataSource, RunSpec, run_federated
 
     spec, run_dir = RUNS[name], out / f"seed-{seed}" / name
     if (run_dir / "summary.json").is_file():
@@ -84,11 +84,10 @@ def run_one(name: str, seed: int, out: Path, env: str, device: str, log) -> dict
     if "baseline" in spec:
         run_baseline(cfg, run_dir, spec["baseline"], data_dir=data_dir, device=device, overwrite=True, echo=log)
     else:
-        run_federated(
-            CONFIG, run_dir, spec["method"], num_rounds=cfg.fl["rounds"], local_steps=cfg.fl["local_steps"],
-            data_dir=data_dir, method_args=spec.get("args"), overwrite=True, overrides=overrides, echo=log, env=env,
-            device=device,
-        )  # fmt: skip
+        run = RunSpec(spec["method"], method_settings=spec.get("args") or {}, config=CONFIG, config_overrides=overrides,
+                      num_rounds=cfg.fl["rounds"], local_steps=cfg.fl["local_steps"], device=device,
+                      data=DataSource(data_dir=str(data_dir)))  # fmt: skip
+        run_federated(run, run_dir, env=env, overwrite=True, echo=log)
     summary = json.loads((run_dir / "summary.json").read_text())
     log(f"== {name} seed {seed}: {time.perf_counter() - t0:.0f} s; " + _fmt(summary["summary"]))
     return summary

@@ -93,22 +93,15 @@ def simulator_fedavg(config: str, data_dir: Path, out: Path, n_sites: int, round
     from nvflare.recipe import SimEnv
     from safetensors.numpy import load_file
 
+    from flare_vlp.methods.run_spec import DataSource, RunSpec
     from flare_vlp.recipes import MethodRecipe
 
     run_dir, workspace = out / "sim-run", out / "sim-ws"
     for folder in (run_dir, workspace):
         shutil.rmtree(folder, ignore_errors=True)
-    recipe = MethodRecipe(
-        method="fedavg",
-        name="bench_flare",
-        config=config,
-        num_rounds=rounds,
-        min_clients=n_sites,
-        data_dir=data_dir,
-        local_steps=steps,
-        run_dir=run_dir,
-        num_threads=threads,
-    )
+    spec = RunSpec("fedavg", config=config, num_rounds=rounds, min_clients=n_sites,
+                   data=DataSource(data_dir=str(data_dir)), local_steps=steps, num_threads=threads)  # fmt: skip
+    recipe = MethodRecipe(spec, name="bench_flare", run_dir=run_dir)
     env = SimEnv(num_clients=n_sites, num_threads=n_sites, workspace_root=str(workspace))
     t_launch, t0, cpu0 = time.time(), time.perf_counter(), _cpu_seconds()
     recipe.run(env).get_result()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flare_vlp.methods.registry import method_names
+from flare_vlp.methods.registry import get_method, method_names
 
 __all__ = ["add_parser"]
 
@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "admin's kit, follow it round by round, download its result and evaluate it into OUT/run. Every process "
         "started is stopped by PID at the end, also on errors and Ctrl-C.",
     )
-    b.add_argument("--method", default="fedavg", choices=method_names())
+    b.add_argument("--method", default=method_names()[0], choices=method_names())
     b.add_argument("--config", default="tiny", help="preset name (tiny, demo, bench) or a YAML path")
     b.add_argument("--out", type=Path, required=True, help="new folder: OUT/deploy (dashboard, kits), OUT/run")
     b.add_argument("--sites", type=int, default=None, help="client sites (default: the config's SynthCXR sites)")
@@ -40,11 +40,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _dashboard(args: argparse.Namespace) -> int:
     from flare_vlp.experiments.report import comparison_table
+    from flare_vlp.methods.run_spec import DataSource, RunSpec
     from flare_vlp.recipes.dashboard_run import DEFAULT_CREDENTIAL, run_with_dashboard
 
-    summary = run_with_dashboard(
-        args.out, args.method, config=args.config, sites=args.sites, credential=args.credential or DEFAULT_CREDENTIAL,
-        num_rounds=args.rounds, local_steps=args.local_steps, data_dir=args.data_dir, timeout=args.timeout,
+    sites = tuple(f"site-{i + 1}" for i in range(args.sites)) if args.sites else None
+    spec = RunSpec(
+        args.method, config=args.config, sites=sites, num_rounds=args.rounds, local_steps=args.local_steps,
+        data=DataSource(data_dir=str(args.data_dir) if args.data_dir else None),
     )  # fmt: skip
-    print(comparison_table({args.method: summary}))
+    credential = args.credential or DEFAULT_CREDENTIAL
+    summary = run_with_dashboard(args.out, spec, credential=credential, timeout=args.timeout)
+    print(comparison_table({args.method: summary}, extra=get_method(args.method).report_columns))
     return 0

@@ -64,16 +64,19 @@ def locked_manifest(cfg: ExperimentConfig, data_dir: str | Path) -> Manifest:
 def run_manifest(
     cfg: ExperimentConfig, data_dir: str | Path | None = None, manifest: str | Path | None = None
 ) -> Manifest:
-    """Every row of the run's data (all sites and splits): the ``manifest`` file, else SynthCXR in ``data_dir``
-    (generated once, under :func:`locked_manifest`'s lock).
+    """Every row of the run's data (all sites and splits), found the one way every reader finds it (sites, the
+    server, the public split): an explicit ``manifest`` file, else the config's ``data.manifest``, else SynthCXR in
+    ``data_dir`` (generated once, under :func:`locked_manifest`'s lock).
 
     Raises:
-        SiteDataError: neither is given.
+        SiteDataError: none of the three is given.
     """
     if manifest is not None:
         return read_manifest(manifest, **cfg.data.read_options())
+    if cfg.data.manifest is not None:
+        return read_manifest(cfg.data.manifest, **cfg.data.read_options())
     if data_dir is None:
-        raise SiteDataError("no data source: give `data_dir` or `manifest`")
+        raise SiteDataError("no data source: give `data_dir` or `manifest` (or `data.manifest` in the config)")
     return locked_manifest(cfg, data_dir)
 
 
@@ -99,14 +102,10 @@ def load_site_data(
         SiteDataError: no manifest/data_dir, the mapped data site is not in the manifest, it has no train rows, or
             ``images`` and a row of the site without an image.
     """
-    if manifest is not None:
-        rows = read_manifest(manifest, **cfg.data.read_options())
-    elif cfg.data.manifest is not None:
-        rows = prepare_manifest(cfg, data_dir or ".")
-    elif data_dir is not None:
-        rows = locked_manifest(cfg, data_dir)
-    else:
-        raise SiteDataError(f"site {site!r}: no data source; give the executor `data_dir` or `manifest`")
+    try:
+        rows = run_manifest(cfg, data_dir, manifest)
+    except SiteDataError as e:
+        raise SiteDataError(f"site {site!r}: {e}") from None
     data_site = (site_map or {}).get(site, site)
     train = _site_rows(rows, data_site, "train")
     if len(train) == 0:

@@ -1,7 +1,7 @@
 """The one flare_vlp site component: a FLARE ``Executor`` hosting a method's client algorithm.
 
-It does the FLARE side only: build the site's :class:`~flare_vlp.methods.client.SiteContext` (config with the
-role's overrides, device, data source, the site-local store), convert ``FLModel`` <-> task + message
+It does the FLARE side only: start the site from the run spec (:func:`~flare_vlp.methods.client.start_site`: config
+with the role's overrides, device, data source, the site-local store), convert ``FLModel`` <-> task + message
 (:mod:`flare_vlp.fl.exchange`), dispatch by task name (the algorithm's training tasks, ``validate``,
 ``submit_model``), and check every outgoing message against the algorithm's declaration
 (:func:`flare_vlp.methods.payload.check_outgoing`) before it leaves: a tensor the algorithm does not declare
@@ -27,6 +27,7 @@ from flare_vlp.methods.client import ClientAlgo, SiteContext, seal_reply, start_
 from flare_vlp.methods.messages import Message, Task, TaskName
 from flare_vlp.methods.payload import DisclosureError, check_incoming
 from flare_vlp.methods.registry import DEFAULT_ROLE, get_method
+from flare_vlp.methods.run_spec import RunSpec
 from flare_vlp.methods.site_store import SiteStore
 
 __all__ = ["ClientAlgoExecutor", "STORE_FOLDER"]
@@ -36,59 +37,25 @@ STORE_FOLDER = "flare_vlp_store"
 
 
 class ClientAlgoExecutor(Executor):
-    """Runs the client algorithm of ``method``'s ``role`` at this site.
+    """Runs the client algorithm of ``role`` of the run ``spec`` at this site.
 
     Args:
-        method: registered method name.
+        spec: the run, as the plain dict of :meth:`~flare_vlp.methods.run_spec.RunSpec.to_dict` (its config, the
+            role's overrides and options, data source, local steps, the site's device and threads, store folder).
+            The SynthCXR folder is generated (once, under a file lock) when missing. Devices: batches follow the
+            model, and training autocasts to bf16 on CUDA (``train.amp: auto``). Simulated sites share one machine:
+            ``num_threads`` 1 each avoids oversubscribing its cores.
         role: the site's role (its client algorithm); single-role methods use ``default``.
-        role_options: keyword options of the role's client algorithm.
-        config: preset name or YAML path of the experiment config.
-        config_overrides: nested dict merged over the config (the job's, then the role's).
-        data_dir: SynthCXR folder; generated (once, under a file lock) when missing. Ignored with ``manifest``.
-        manifest: path of a manifest (JSONL/CSV) holding this site's rows.
-        site_map: FLARE site name -> manifest site name; default: the same name (``site-1`` -> ``site-1``).
-        local_steps: optimizer steps per training task; default: one epoch of the site's train split.
-        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available); batches follow the model, and
-            training autocasts to bf16 on CUDA (``train.amp: auto``).
-        num_threads: torch CPU threads of this site (default: torch's choice). Simulated sites share one machine;
-            one thread each avoids oversubscribing its cores.
-        store_dir: the site store's folder; ``{site}`` is replaced by the site name. Default:
-            ``<site workspace>/flare_vlp_store/<store_name>``.
-        store_name: the store's namespace (the recipe passes the job name, so a restarted job finds its state).
+        store_name: the site store's namespace under ``<site workspace>/flare_vlp_store/`` when the spec names no
+            ``store_dir`` (the recipe passes the job name, so a restarted job finds its state).
     """
 
-    def __init__(
-        self,
-        method: str,
-        role: str = DEFAULT_ROLE,
-        role_options: dict | None = None,
-        config: str = "tiny",
-        config_overrides: dict | None = None,
-        data_dir: str | None = None,
-        manifest: str | None = None,
-        site_map: dict | None = None,
-        local_steps: int | None = None,
-        device: str = "cpu",
-        num_threads: int | None = None,
-        store_dir: str | None = None,
-        store_name: str = "default",
-    ):
+    def __init__(self, spec: dict, role: str = DEFAULT_ROLE, store_name: str = "default"):
         super().__init__()
-        if local_steps is not None and local_steps < 1:
-            raise ValueError(f"`local_steps` must be >= 1 or None, got {local_steps}")
-        get_method(method).client_cls(role)  # an unknown method or role fails at construction
-        self._method = method
+        self.run_spec = RunSpec.from_dict(spec)
+        get_method(self.run_spec.method).client_cls(role)  # an unknown role fails at construction
+        self._spec = spec  # as given: what FLARE's job export writes back
         self._role = role
-        self._role_options = role_options
-        self._config = config
-        self._config_overrides = config_overrides
-        self._data_dir = data_dir
-        self._manifest = manifest
-        self._site_map = site_map
-        self._local_steps = local_steps
-        self._device = device
-        self._num_threads = num_threads
-        self._store_dir = store_dir
         self._store_name = store_name
         self.algo: ClientAlgo | None = None
         self.algo_site: SiteContext | None = None
@@ -104,8 +71,8 @@ class ClientAlgoExecutor(Executor):
             self.algo.finalize()
 
     def store_root(self, fl_ctx: FLContext, site: str) -> Path:
-        if self._store_dir:
-            return Path(self._store_dir.replace("{site}", site)).expanduser()
+        if self.run_spec.store_dir:
+            return Path(self.run_spec.store_path(site, "")).expanduser()
         return Path(fl_ctx.get_engine().get_workspace().get_root_dir()) / STORE_FOLDER / self._store_name
 
     def _ensure_algo(self, fl_ctx: FLContext) -> bool:
@@ -114,29 +81,16 @@ class ClientAlgoExecutor(Executor):
             return self.algo is not None
         name = fl_ctx.get_identity_name()
         self._fl_ctx = fl_ctx
+        spec = self.run_spec
         try:
-            if self._num_threads:
+            if spec.num_threads:
                 import torch
 
-                torch.set_num_threads(self._num_threads)
-            site, algo = start_site(
-                self._method,
-                self._role,
-                self._role_options,
-                site=name,
-                config=self._config,
-                config_overrides=self._config_overrides,
-                store=SiteStore(self.store_root(fl_ctx, name), name),
-                device=self._device,
-                data_dir=self._data_dir,
-                manifest=self._manifest,
-                site_map=self._site_map,
-                local_steps=self._local_steps,
-                logger=self.logger,
-                stream=self._stream,
-            )
+                torch.set_num_threads(spec.num_threads)
+            store = SiteStore(self.store_root(fl_ctx, name), name)
+            site, algo = start_site(spec, name, store=store, role=self._role, logger=self.logger, stream=self._stream)
         except Exception as e:  # reported to the server as a task error, never a crashed client
-            self._setup_error = f"site {name!r}: cannot set up the {self._method} {self._role!r} role: {e}"
+            self._setup_error = f"site {name!r}: cannot set up the {spec.method} {self._role!r} role: {e}"
             self.log_error(fl_ctx, self._setup_error)
             return False
         self.algo, self.algo_site = algo, site

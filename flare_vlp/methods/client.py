@@ -12,13 +12,16 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flare_vlp.config import ExperimentConfig, TrainConfig
 from flare_vlp.methods.messages import Message, Task, TaskMeta
 from flare_vlp.methods.payload import Declaration, check_outgoing
 from flare_vlp.methods.site_store import SiteStore
 from flare_vlp.training.schedule import round_window
+
+if TYPE_CHECKING:
+    from flare_vlp.methods.run_spec import RunSpec
 
 __all__ = ["ClientAlgo", "SiteContext", "resolve_device", "run_schedule_window", "seal_reply", "start_site"]
 
@@ -134,36 +137,41 @@ def seal_reply(site: SiteContext, declaration: Declaration, reply: Message, rece
 
 
 def start_site(
-    method: str,
-    role: str,
-    role_options: Mapping[str, Any] | None,
-    *,
+    spec: RunSpec,
     site: str,
-    config: str,
-    config_overrides: dict | None,
+    *,
     store: SiteStore,
-    device: str = "cpu",
-    **context: Any,
+    role: str | None = None,
+    logger: logging.Logger | None = None,
+    stream: Streamer | None = None,
 ) -> tuple[SiteContext, ClientAlgo]:
-    """Build one site (its config, resolved device, store and the role's client algorithm) and initialize it: the
-    one way a site starts, at a FLARE site and in the in-process runner alike.
+    """Build one site of the run ``spec`` (its role's config, its resolved device, its data source and store, the
+    role's client algorithm with its options) and initialize it: the one way a site starts, at a FLARE site and in
+    the in-process runner alike.
 
     Args:
-        method / role / role_options: the registered method, the site's role and its algorithm's options.
-        site / config / config_overrides / store / device: as :class:`SiteContext` (``config`` loaded here).
-        context: the remaining :class:`SiteContext` fields (data source, ``local_steps``, ``logger``, ``stream``).
+        spec: the run (:class:`~flare_vlp.methods.run_spec.RunSpec`).
+        site: the FLARE client name.
+        store: the site's store.
+        role: the site's role (default: the one ``spec`` gives ``site``).
+        logger / stream: as :class:`SiteContext` (defaults: a ``flare_vlp.site.<site>`` logger, no streaming).
     """
-    from flare_vlp.config import load_config
     from flare_vlp.methods.registry import get_method
 
+    role = role or spec.role_of(site)
     ctx = SiteContext(
         site=site,
-        cfg=load_config(config, config_overrides),
+        cfg=spec.load_config(role),
         store=store,
-        device=resolve_device(device),
+        device=resolve_device(spec.device_of(site)),
+        data_dir=spec.data.data_dir,
+        manifest=spec.data.manifest,
+        site_map=spec.data.site_map,
+        local_steps=spec.local_steps,
         role=role,
-        **context,
+        logger=logger or logging.getLogger(f"flare_vlp.site.{site}"),
+        **({"stream": stream} if stream is not None else {}),
     )
-    algo = get_method(method).client_cls(role)(**dict(role_options or {}))
+    algo = get_method(spec.method).client_cls(role)(**spec.role_options(role))
     algo.initialize(ctx)
     return ctx, algo

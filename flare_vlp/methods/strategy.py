@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from flare_vlp.data.manifest import Manifest
 from flare_vlp.methods.messages import Message, Task, TaskMeta
 from flare_vlp.methods.payload import validate_metrics
 
-__all__ = ["RoundFailedError", "RoundResult", "ServerContext", "ServerStrategy"]
+__all__ = ["RoundFailedError", "RoundResult", "ServerContext", "ServerStrategy", "settle_task"]
 
 
 class RoundFailedError(RuntimeError):
@@ -58,13 +58,14 @@ class ServerContext:
         """Every row of the run's data (SynthCXR generated once, under a lock, when the folder is missing).
 
         Raises:
-            ValueError: the server has neither ``data_dir`` nor ``manifest`` (``purpose`` says what needed it).
+            ValueError: no ``data_dir``, ``manifest`` nor ``data.manifest`` (``purpose`` says what needed it).
         """
-        from flare_vlp.experiments.site_data import run_manifest
+        from flare_vlp.experiments.site_data import SiteDataError, run_manifest
 
-        if self.manifest is None and self.data_dir is None:
-            raise ValueError(f"the server has no data source for {purpose}: give `data_dir` or `manifest`")
-        return run_manifest(self.cfg, self.data_dir, self.manifest)
+        try:
+            return run_manifest(self.cfg, self.data_dir, self.manifest)
+        except SiteDataError as e:
+            raise ValueError(f"the server has no data source for {purpose}: {e}") from None
 
     def public_ids(self) -> list[str]:
         """Ids of the public split of the shared data."""
@@ -205,3 +206,44 @@ class ServerStrategy(ABC):
     def reset(self) -> None:
         """Drop the replies accepted so far (after a task, or when a task is abandoned)."""
         self._accepted = {}
+
+
+def settle_task(
+    strategy: ServerStrategy, task: Task, replies: Mapping[str, Message], missing: Sequence[str] = ()
+) -> RoundResult:
+    """The host cycle of one task, the same in every host (FLARE's controller, the in-process runner): each site
+    without a result is logged (``no_result``), each reply is logged (``site``) and accepted or refused
+    (``rejected``), in site order, then the accepted ones are combined (``round``).
+
+    Args:
+        strategy: the initialized strategy (its context logs the records).
+        task: the task the replies answer.
+        replies: site -> reply, as received.
+        missing: sites that were sent ``task`` and gave no result (a task error, an abort or a timeout).
+
+    Raises:
+        RoundFailedError: the task cannot produce the next state; the message gives every rejection and every site
+            without a result, and the ``failed`` record holds it (after the strategy's ``round_failed``).
+    """
+    ctx, missing = strategy.ctx, sorted(missing)
+    for site in missing:
+        ctx.logger.warning(
+            f"round {task.round} {task.name}: no result from {site} (task error, abort or timeout; see its log)"
+        )
+        ctx.log_event("no_result", round=task.round, task=task.name, site=site)
+    rejected = {}
+    for site in sorted(replies):
+        ctx.logger.info(f"round {task.round} {task.name} site {site}: {replies[site].metrics}")
+        strategy.log_reply(task, site, replies[site])
+        reason = strategy.accept(task, site, replies[site])
+        if reason is not None:
+            rejected[site] = reason
+    try:
+        return strategy.aggregate(task, rejected)
+    except RoundFailedError as e:
+        reason = str(e)
+        if missing:
+            reason += f"; no {task.name} result from {missing} (a dead or stalled site, a task error or a timeout)"
+        ctx.logger.error(reason)
+        ctx.log_event("failed", round=task.round, task=task.name, reason=reason, no_result=missing)
+        raise RoundFailedError(reason) from e

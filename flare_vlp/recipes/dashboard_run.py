@@ -22,12 +22,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from flare_vlp.config import load_config
 from flare_vlp.fl.dashboard import DashboardServer, Kits, provision_with_dashboard
 from flare_vlp.fl.deploy import no_sigint
 from flare_vlp.fl.poc import end_processes
 from flare_vlp.fl.system import FlareSystem
-from flare_vlp.methods.registry import get_method
+from flare_vlp.methods.run_spec import RunSpec
 from flare_vlp.recipes.run import run_federated
 
 __all__ = ["DEFAULT_CREDENTIAL", "provision_and_start", "run_with_dashboard"]
@@ -83,40 +82,39 @@ def provision_and_start(
 
 def run_with_dashboard(
     out_dir: str | Path,
-    method: str = "fedavg",
+    spec: RunSpec,
     *,
-    config: str = "tiny",
-    sites: int | None = None,
     credential: str = DEFAULT_CREDENTIAL,
+    timeout: float = 0,
     echo: Callable[[str], None] = print,
-    **run_args,
 ) -> dict:
-    """Provision through the dashboard, run ``method`` on the system it provisioned, stop everything.
+    """Provision through the dashboard, run ``spec`` on the system it provisioned, stop everything.
 
     Args:
         out_dir: a new folder (see the module docstring for its layout).
-        sites: number of client sites, ``site-1..site-N`` (default: the config's SynthCXR sites).
-        run_args: :func:`~flare_vlp.recipes.run.run_federated` keywords (``num_rounds``, ``local_steps``,
-            ``data_dir``, ``overrides``, ``timeout``, ``method_args``, ...).
+        spec: the run; its ``sites`` are the client sites provisioned (default: ``site-1..site-N``, one per SynthCXR
+            site of its config). Checked before anything starts.
+        timeout: seconds to wait for the job (0: no limit).
 
     Returns:
         The run's headline summary (as ``flare-vlp run``).
 
     Raises:
-        ValueError: ``out_dir`` is not empty, or a bad run argument (before anything starts).
+        ValueError: ``out_dir`` is not empty, or a bad run spec (before anything starts).
     """
-    get_method(method)  # an unknown method fails here, before anything starts
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir}: exists and is not empty; choose a new folder for the deployment")
-    if sites is None:
-        sites = int(load_config(config, run_args.get("overrides")).data.synth.get("sites", 2))
-    clients = [f"site-{i + 1}" for i in range(sites)]
+    if spec.sites is None:
+        sites = int(spec.load_config().data.synth.get("sites", 2))
+        spec = spec.replace(sites=tuple(f"site-{i + 1}" for i in range(sites)))
+    spec.validate()  # a bad spec fails here, before anything starts
+    clients = list(spec.sites)
     dashboard, kits, system = provision_and_start(out_dir / "deploy", clients, credential=credential, echo=echo)
     try:
         return run_federated(
-            config, out_dir / "run", method, env="prod", startup_kit=kits.admin, username=kits.admin_user,
-            clients=clients, echo=echo, **run_args,
+            spec, out_dir / "run", env="prod", startup_kit=kits.admin, username=kits.admin_user, timeout=timeout,
+            echo=echo,
         )  # fmt: skip
     finally:
         with no_sigint():

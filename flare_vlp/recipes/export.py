@@ -8,9 +8,11 @@ A multi-role method is exported when it names ``default_roles`` (its sites get t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from flare_vlp.config import merge_overrides
-from flare_vlp.methods.registry import DEFAULT_ROLE, assign_roles, get_method, method_names, resolve
+from flare_vlp.methods.registry import DEFAULT_ROLE, get_method, method_names, resolve
+from flare_vlp.methods.run_spec import DataSource, RunSpec
 
 __all__ = ["export_jobs", "exportable_methods"]
 
@@ -29,34 +31,34 @@ def export_jobs(
     n_clients: int = 2,
     methods: list[str] | None = None,
     method_configs: dict[str, dict] | None = None,
-    **kwargs,
+    **spec_fields: Any,
 ) -> dict[str, Path]:
     """Write one job folder per method (``out_dir/<job name>``); returns method -> folder.
 
-    ``data_dir`` is written into the client config as an absolute path (sites on this machine read it; other
-    machines need the same path or a per-site manifest). ``method_configs``: method -> its settings. Extra
-    ``kwargs`` go to every recipe.
+    ``data_dir`` is written into the job's run spec as an absolute path (sites on this machine read it; other
+    machines need the same path or a per-site manifest; ``~/...`` stays as is). ``method_configs``: method -> its
+    settings. ``spec_fields``: further :class:`~flare_vlp.methods.run_spec.RunSpec` fields for every job
+    (``local_steps``, ``num_threads``, ``config_overrides``, ...).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for method in methods or exportable_methods():
         spec = get_method(method)
-        sites = [f"site-{i + 1}" for i in range(n_clients)]
-        roles = assign_roles(method, sites)
-        extra = dict(kwargs)
+        fields = dict(spec_fields)
         if spec.job_overrides:
-            extra["config_overrides"] = merge_overrides(extra.get("config_overrides"), dict(spec.job_overrides))
-        recipe = resolve(spec.recipe)(
-            method=method,
-            method_config=(method_configs or {}).get(method),
+            fields["config_overrides"] = merge_overrides(fields.get("config_overrides"), dict(spec.job_overrides))
+        sites = None if set(spec.roles) == {DEFAULT_ROLE} else tuple(f"site-{i + 1}" for i in range(n_clients))
+        run = RunSpec(
+            method,
+            method_settings=(method_configs or {}).get(method) or {},
             config=config,
-            data_dir=f"{data_dir}-{method}" if spec.job_overrides else data_dir,
             num_rounds=num_rounds,
             min_clients=n_clients,
-            **({"roles": roles, "sites": sites} if roles else {}),
-            **extra,
+            sites=sites,  # a multi-role method: its default roles placed on the sites in order
+            data=DataSource(data_dir=f"{data_dir}-{method}" if spec.job_overrides else str(data_dir)),
+            **fields,
         )
-        recipe.export(str(out_dir))
+        resolve(spec.recipe)(run).export(str(out_dir))
         paths[method] = out_dir / spec.job_name
     return paths

@@ -11,7 +11,7 @@ from flare_vlp.experiments.builders import build_model
 from flare_vlp.experiments.run_folder import RunFolder
 from flare_vlp.methods.messages import Message, Task, TaskMeta
 from flare_vlp.methods.registry import get_method, method_config
-from flare_vlp.methods.strategy import ServerContext, ServerStrategy
+from flare_vlp.methods.strategy import ServerContext, ServerStrategy, settle_task
 from flare_vlp.methods.tensors import to_numpy
 
 
@@ -40,13 +40,8 @@ def _strategy(tmp_path, method: str = "fedavg", *, min_clients: int = 2, overrid
 
 
 def _combine(strategy: ServerStrategy, task: Task, replies: dict[str, Message]) -> dict[str, np.ndarray]:
-    """The accept / aggregate cycle the controller drives; returns the new global weights."""
-    rejected = {}
-    for site in sorted(replies):
-        reason = strategy.accept(task, site, replies[site])
-        if reason is not None:
-            rejected[site] = reason
-    strategy.aggregate(task, rejected)
+    """The host cycle both hosts drive (:func:`settle_task`); returns the new global weights."""
+    settle_task(strategy, task, replies)
     return strategy.global_weights()
 
 

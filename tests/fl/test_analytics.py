@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from flare_vlp.experiments.run_folder import RunFolder
 from flare_vlp.fl.analytics import JsonlAppender, VLPAnalyticsReceiver, numeric_scalars, stream_scalars
 from flare_vlp.fl.executor import ClientAlgoExecutor
+from flare_vlp.methods.run_spec import DataSource, RunSpec
 from flare_vlp.recipes import MethodRecipe
 
 FAST = {"train": {"bn_recalibration_batches": 1}}  # a tiny round in about a second
@@ -112,8 +113,9 @@ def test_numeric_scalars_keeps_plain_numbers_only():
 
 def test_streaming_without_a_flare_engine_sends_nothing():
     """An executor driven with a bare FLContext (unit tests, no FLARE runtime) trains without streaming."""
-    assert stream_scalars(ClientAlgoExecutor("fedavg"), FLContext(), "round", {"train_loss": 1.0}, step=0) == 0
-    executor = ClientAlgoExecutor("fedavg")
+    spec = RunSpec("fedavg").to_dict()
+    assert stream_scalars(ClientAlgoExecutor(spec), FLContext(), "round", {"train_loss": 1.0}, step=0) == 0
+    executor = ClientAlgoExecutor(spec)
     executor._fl_ctx = FLContext()
     executor._stream("round", {"train_loss": 1.0}, step=0)
 
@@ -123,17 +125,9 @@ def test_simulator_streams_both_sites_into_the_run_folder(tmp_path, tiny_data_di
     from nvflare.recipe import SimEnv
 
     run_dir = tmp_path / "run"
-    recipe = MethodRecipe(
-        method="fedavg",
-        config="tiny",
-        num_rounds=1,
-        min_clients=2,
-        data_dir=tiny_data_dir,
-        run_dir=run_dir,
-        local_steps=2,
-        num_threads=1,
-        config_overrides=FAST,
-    )
+    spec = RunSpec("fedavg", num_rounds=1, min_clients=2, data=DataSource(data_dir=str(tiny_data_dir)), local_steps=2,
+                   num_threads=1, config_overrides=FAST)  # fmt: skip
+    recipe = MethodRecipe(spec, run_dir=run_dir)
     recipe.run(SimEnv(num_clients=2, workspace_root=str(tmp_path / "ws"))).get_result()
     events = _events(run_dir)
     stream = [e for e in events if e["event"] == "stream"]

@@ -14,6 +14,8 @@ from flare_vlp.config import load_config
 from flare_vlp.fl.controller import StrategyController
 from flare_vlp.fl.persistor import GlobalStatePersistor, load_checkpoint, save_checkpoint
 from flare_vlp.methods.messages import Task, TaskMeta
+from flare_vlp.methods.registry import get_method, method_config
+from flare_vlp.methods.run_spec import RunSpec
 from flare_vlp.methods.strategy import RoundFailedError, ServerContext
 
 
@@ -83,9 +85,9 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
     assert rnd == 4 and sorted(params) == sorted(base)
 
     def controller(resume_from):
-        ctrl = StrategyController(method="fedavg", config="tiny")
+        ctrl = StrategyController(RunSpec("fedavg", config="tiny", min_clients=2).to_dict())
         ctrl.persistor, ctrl.fl_ctx = GlobalStatePersistor(resume_from=resume_from), FLContext()
-        ctrl.strategy = ctrl._spec.strategy_cls()(ctrl._method_cfg)
+        ctrl.strategy = get_method("fedavg").strategy_cls()(method_config("fedavg", ctrl.run_spec.method_settings))
         ctrl.info = lambda *_: None
         return ctrl
 

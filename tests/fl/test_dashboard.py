@@ -218,6 +218,7 @@ def test_browser_walk_of_the_dashboard_as_the_project_admin(provisioned, tmp_pat
 def test_deploy_dashboard_end_to_end_on_loopback(tmp_path, tiny_data_dir):
     """The one command: dashboard, kits, server + 2 sites from their kits, a FedAvg job (2 rounds) through the
     admin's kit, the result downloaded and evaluated; nothing of it left running or listening afterwards."""
+    from flare_vlp.methods.run_spec import DataSource, RunSpec
     from flare_vlp.recipes.dashboard_run import run_with_dashboard
 
     out = tmp_path / "deploy"
@@ -231,10 +232,9 @@ def test_deploy_dashboard_end_to_end_on_loopback(tmp_path, tiny_data_dir):
             seen["listening"] = _listening(seen["pids"])
 
     t0 = time.perf_counter()
-    summary = run_with_dashboard(
-        out, "fedavg", config="tiny", num_rounds=2, local_steps=1, data_dir=tiny_data_dir, overrides=QUICK,
-        timeout=300, echo=echo,
-    )  # fmt: skip
+    spec = RunSpec("fedavg", num_rounds=2, local_steps=1, data=DataSource(data_dir=str(tiny_data_dir)),
+                   config_overrides=QUICK)  # fmt: skip
+    summary = run_with_dashboard(out, spec, timeout=300, echo=echo)
     seconds = time.perf_counter() - t0
     print(f"\nE2E deploy dashboard: {seconds:.0f} s wall")
     assert summary and (out / "run" / "models" / "global.safetensors").is_file()

@@ -35,6 +35,7 @@ from flare_vlp.fl.executor import ClientAlgoExecutor
 from flare_vlp.fl.persistor import MODEL_FILE, GlobalStatePersistor, read_checkpoint
 from flare_vlp.fl.poc import poc_pids
 from flare_vlp.fl.system import AdminLoginError, admin_session
+from flare_vlp.methods.run_spec import DataSource, RunSpec
 from flare_vlp.recipes.dashboard_run import provision_and_start
 
 pytestmark = pytest.mark.slow
@@ -93,20 +94,18 @@ def system(tmp_path_factory, tiny_data_dir):
     assert dashboard.process.poll() is not None
 
 
-def _job(name: str, flare, *, rounds: int, min_clients: int, method="fedavg", executors=None, **server):
+def _job(name: str, flare, *, rounds: int, min_clients: int, method="fedavg", executors=None, resume_from=None):
     job = FedJob(name=name, min_clients=min_clients)
     job.set_app_packages(["flare_vlp", CorruptingExecutor.__module__])
-    job.to_server(GlobalStatePersistor("tiny", resume_from=server.pop("resume_from", None)), id="persistor")
-    job.to_server(
-        StrategyController(
-            method=method, config="tiny", num_rounds=rounds, min_clients=min_clients, timeout=TASK_TIMEOUT,
-            config_overrides=FAST, wait_after_min_s=WAIT_AFTER_MIN, **server,
-        )
-    )  # fmt: skip
-    site_args = {"method": method, "config": "tiny", "data_dir": str(flare.data_dir), "local_steps": 1}
+    job.to_server(GlobalStatePersistor("tiny", resume_from=resume_from), id="persistor")
+    data = DataSource(data_dir=str(flare.data_dir))
+    spec = RunSpec(method, config="tiny", num_rounds=rounds, min_clients=min_clients, task_timeout=TASK_TIMEOUT,
+                   config_overrides=FAST, wait_after_min_s=WAIT_AFTER_MIN, data=data, local_steps=1,
+                   num_threads=1).to_dict()  # fmt: skip
+    job.to_server(StrategyController(spec))
     for site in SITES:
         cls = (executors or {}).get(site, ClientAlgoExecutor)
-        job.to(cls(config_overrides=FAST, num_threads=1, **site_args), site)
+        job.to(cls(spec), site)
     return job
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from flare_vlp.fl.persistor import MODEL_FILE, read_checkpoint
 from flare_vlp.fl.policy import allow_flare_vlp
+from flare_vlp.methods.run_spec import DataSource, RunSpec
 from flare_vlp.recipes import MethodRecipe
 from flare_vlp.recipes.export import export_jobs
 
@@ -28,11 +29,10 @@ def _events(run_dir: Path) -> list[dict]:
 def _run(tmp_path, tiny_data_dir, name, num_rounds, resume_from=None):
     from nvflare.recipe import SimEnv
 
-    recipe = MethodRecipe(
-        method="feddra", config="tiny", num_rounds=num_rounds, min_clients=2, data_dir=tiny_data_dir,
-        run_dir=tmp_path / name, resume_from=resume_from,
-        method_config={"rho": 0.05, "eta": 2.0, "stage1_steps": 1, "stage2_steps": 2, "dro_batch_size": 4}, **SITE_ARGS,
-    )  # fmt: skip
+    settings = {"rho": 0.05, "eta": 2.0, "stage1_steps": 1, "stage2_steps": 2, "dro_batch_size": 4}
+    spec = RunSpec("feddra", method_settings=settings, num_rounds=num_rounds, min_clients=2,
+                   data=DataSource(data_dir=str(tiny_data_dir)), **SITE_ARGS)  # fmt: skip
+    recipe = MethodRecipe(spec, run_dir=tmp_path / name, resume_from=resume_from)
     result = recipe.run(SimEnv(num_clients=2, workspace_root=str(tmp_path / f"ws-{name}"))).get_result()
     return Path(result) / "server" / "simulate_job" / "app_server" / MODEL_FILE
 

@@ -15,10 +15,12 @@ from flare_vlp.config import ConfigError, load_config
 from flare_vlp.experiments.builders import build_model
 from flare_vlp.fl.persistor import MODEL_FILE, load_checkpoint
 from flare_vlp.fl.policy import allow_flare_vlp
+from flare_vlp.methods.run_spec import DataSource, RunSpec
 from flare_vlp.recipes import MethodRecipe
 from flare_vlp.recipes.export import export_jobs
 
 FAST = {"train": {"bn_recalibration_batches": 1}}  # a tiny round in about a second
+PUBLIC = {"data": {"synth": {"public_samples": 16}}}
 SITE_ARGS = {"local_steps": 2, "num_threads": 1, "config_overrides": FAST}
 
 
@@ -45,40 +47,47 @@ def test_export_names_flare_vlp_classes_and_ships_no_code(tmp_path, tiny_data_di
     for site, role in (("site-1", "image_text"), ("site-2", "image")):
         executor = _read(roles / f"app_{site}" / "config" / "config_fed_client.json")["executors"][0]["executor"]
         assert executor["path"] == EXECUTOR and executor["args"]["role"] == role
-        assert executor["args"]["config_overrides"] == {"data": {"synth": {"public_samples": 64}}}  # job_overrides
-        assert executor["args"]["data_dir"] == f"{tiny_data_dir.resolve()}-creamfl"  # its own SynthCXR config
+        spec = executor["args"]["spec"]
+        assert spec["config_overrides"] == {"data": {"synth": {"public_samples": 64}}}  # job_overrides
+        assert spec["data"]["data_dir"] == f"{tiny_data_dir.resolve()}-creamfl"  # its own SynthCXR config
+        assert spec["roles"] == {"site-1": "image_text", "site-2": "image"}
     for method, job in paths.items():
         assert _read(job / "meta.json")["min_clients"] == 2
         server = _read(job / "app" / "config" / "config_fed_server.json")
         client = _read(job / "app" / "config" / "config_fed_client.json")
         workflow = server["workflows"][0]
-        assert workflow["path"] == CONTROLLER and workflow["args"]["method"] == method
-        assert workflow["args"]["num_rounds"] == 3
+        assert workflow["path"] == CONTROLLER and workflow["args"]["spec"]["method"] == method
+        assert workflow["args"]["spec"]["num_rounds"] == 3
         assert server["components"][0]["path"] == "flare_vlp.fl.persistor.GlobalStatePersistor"
         executor = client["executors"][0]["executor"]
-        assert executor["path"] == EXECUTOR and executor["args"]["method"] == method
-        assert executor["args"]["data_dir"] == str(tiny_data_dir.resolve())
+        assert executor["path"] == EXECUTOR and executor["args"]["spec"] == workflow["args"]["spec"]
+        assert executor["args"]["spec"]["data"]["data_dir"] == str(tiny_data_dir.resolve())
+        assert RunSpec.from_dict(executor["args"]["spec"]).to_dict() == executor["args"]["spec"]  # the round trip
         assert not list(job.rglob("custom")), "the installed flare_vlp must be used, not a copy under custom/"
     args = {m: _read(p / "app" / "config" / "config_fed_server.json")["workflows"][0]["args"] for m, p in paths.items()}
-    assert args["fedprox"]["method_config"]["mu"] == 0.1
-    assert "stage1_steps" in args["feddra"]["method_config"] and "stage1_steps" not in args["fedaid"]["method_config"]
+    assert args["fedprox"]["spec"]["method_settings"]["mu"] == 0.1
+    assert "stage1_steps" in args["feddra"]["spec"]["method_settings"]
+    assert "stage1_steps" not in args["fedaid"]["spec"]["method_settings"]
 
 
 def test_recipes_fail_at_construction():
-    with pytest.raises(ValueError, match="data_dir"):
-        MethodRecipe(method="fedavg", config="tiny")
+    data = DataSource(data_dir="x")
+    with pytest.raises(ValueError, match="no data source; give `data_dir`"):
+        MethodRecipe(RunSpec("fedavg", config="tiny", min_clients=2))
     with pytest.raises(ValueError, match="fl.mu"):
-        MethodRecipe(method="fedprox", config="tiny", data_dir="x", method_config={"mu": 0})
+        RunSpec("fedprox", config="tiny", data=data, method_settings={"mu": 0})
     with pytest.raises(ConfigError, match="no config file or preset"):
-        MethodRecipe(method="fedavg", config="tiyn", data_dir="x")
+        MethodRecipe(RunSpec("fedavg", config="tiyn", data=data, min_clients=2))
     with pytest.raises(ValueError, match="did you mean 'feddra'"):
-        MethodRecipe(method="fedrda", data_dir="x")
+        RunSpec("fedrda", data=data)
     with pytest.raises(ConfigError, match="fl.rhoo"):
-        MethodRecipe(method="feddra", data_dir="x", method_config={"rhoo": 1})
+        RunSpec("feddra", data=data, method_settings={"rhoo": 1})
     with pytest.raises(ValueError, match="give `roles`"):
-        MethodRecipe(method="repr_consensus", data_dir="x")
-    with pytest.raises(ValueError, match="no site role 'text'"):
-        MethodRecipe(method="repr_consensus", data_dir="x", roles={"site-1": "text"})
+        MethodRecipe(RunSpec("creamfl", data=data, min_clients=2, config_overrides=PUBLIC))
+    with pytest.raises(ValueError, match="no site role 'txt'"):
+        RunSpec("creamfl", data=data, roles={"site-1": "txt"})
+    with pytest.raises(ValueError, match="give `min_clients` or `sites`"):
+        MethodRecipe(RunSpec("fedavg", data=data))
 
 
 def test_allow_list_keeps_the_defaults_and_adds_flare_vlp(tmp_path):
@@ -94,15 +103,8 @@ def test_fedavg_recipe_runs_in_simenv(tmp_path, tiny_data_dir):
     from nvflare.recipe import SimEnv
 
     run_dir = tmp_path / "run"
-    recipe = MethodRecipe(
-        method="fedavg",
-        config="tiny",
-        num_rounds=2,
-        min_clients=2,
-        data_dir=tiny_data_dir,
-        run_dir=run_dir,
-        **SITE_ARGS,
-    )
+    spec = RunSpec("fedavg", num_rounds=2, min_clients=2, data=DataSource(data_dir=str(tiny_data_dir)), **SITE_ARGS)
+    recipe = MethodRecipe(spec, run_dir=run_dir)
     result = recipe.run(SimEnv(num_clients=3, workspace_root=str(tmp_path / "ws"))).get_result()
     saved = Path(result) / "server" / "simulate_job" / "app_server" / MODEL_FILE
     params, last_round = load_checkpoint(saved)

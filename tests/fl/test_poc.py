@@ -20,13 +20,13 @@ import yaml
 
 from flare_vlp.fl.poc import make_poc_env, poc_admin_kit, poc_pids, prepare_poc_env, stop_poc
 from flare_vlp.fl.provision import BUILDER_PATH, write_poc_project
-from flare_vlp.recipes.run import run_federated
+from flare_vlp.recipes.run import DataSource, RunSpec, run_federated
 
 FAST = {"train": {"bn_recalibration_batches": 1}}  # as tests/fl/conftest.py: a tiny round in about a second
 CLIENTS = ["site-1", "site-2"]
 QUICK = {**FAST, "eval": {"untrained_floor": False}}
 """FAST plus no untrained-model evaluation: the run folder's contents stay the same, the test stays short."""
-RUN_ARGS = {"num_rounds": 1, "local_steps": 2, "overrides": QUICK, "timeout": 180}
+SPEC = {"num_rounds": 1, "local_steps": 2, "config_overrides": QUICK}
 
 
 def _provision(workspace: Path, project: Path) -> Path:
@@ -121,9 +121,8 @@ def test_fedavg_runs_in_poc_on_loopback_and_stops_every_process(tmp_path, tiny_d
             seen["listening"] = _listening(seen["pids"])
 
     out = tmp_path / "run"
-    summary = run_federated(
-        "tiny", out, "fedavg", data_dir=tiny_data_dir, env="poc", poc_workspace=poc_workspace, echo=echo, **RUN_ARGS
-    )
+    spec = RunSpec("fedavg", data=DataSource(data_dir=str(tiny_data_dir)), **SPEC)
+    summary = run_federated(spec, out, env="poc", poc_workspace=poc_workspace, echo=echo, timeout=180)
     assert (out / "models" / "global.safetensors").is_file()
     assert json.loads((out / "summary.json").read_text())["summary"] == pytest.approx(summary)
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -148,8 +147,8 @@ def test_ctrl_c_while_the_job_runs_stops_the_poc_system(tmp_path, tiny_data_dir,
 
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        run_federated("tiny", out, "fedavg", data_dir=tiny_data_dir, env="poc", poc_workspace=poc_workspace,
-                      echo=echo, **RUN_ARGS)  # fmt: skip
+        spec = RunSpec("fedavg", data=DataSource(data_dir=str(tiny_data_dir)), **SPEC)
+        run_federated(spec, out, env="poc", poc_workspace=poc_workspace, echo=echo, timeout=180)
     assert len(seen["pids"]) >= 3, seen
     assert not [p for p in seen["pids"] if _is_live(p)] and poc_pids(poc_workspace) == []
     assert not out.exists(), "an interrupted run leaves no run folder"

@@ -30,6 +30,7 @@ from flare_vlp.fl.controller import StrategyController
 from flare_vlp.fl.executor import ClientAlgoExecutor
 from flare_vlp.fl.persistor import MODEL_FILE, GlobalStatePersistor, load_checkpoint
 from flare_vlp.fl.policy import allow_flare_vlp
+from flare_vlp.methods.run_spec import DataSource, RunSpec
 
 pytestmark = pytest.mark.slow
 
@@ -48,19 +49,13 @@ def _job(data_dir: Path, run_dir: Path) -> FedJob:
     job = FedJob(name="timeout_vlp", min_clients=2)
     job.set_app_packages(["flare_vlp", HELPER_MODULE])  # installed / on PYTHONPATH: nothing copied to custom/
     job.to_server(GlobalStatePersistor("tiny"), id="persistor")
-    job.to_server(
-        StrategyController(
-            method="fedavg", config="tiny", num_rounds=2, min_clients=2, timeout=TIMEOUT_S, run_dir=str(run_dir),
-            config_overrides=FAST,
-        )
-    )  # fmt: skip
-    site_args = {"method": "fedavg", "config": "tiny", "data_dir": str(data_dir), "local_steps": 2, "num_threads": 1}
-    job.to(ClientAlgoExecutor(config_overrides=FAST, **site_args), "site-1")
+    data = DataSource(data_dir=str(data_dir), site_map={site: "site-1" for site in STALL_FROM})
+    spec = RunSpec("fedavg", config="tiny", num_rounds=2, min_clients=2, task_timeout=TIMEOUT_S, config_overrides=FAST,
+                   data=data, local_steps=2, num_threads=1).to_dict()  # fmt: skip
+    job.to_server(StrategyController(spec, run_dir=str(run_dir)))
+    job.to(ClientAlgoExecutor(spec), "site-1")
     for site, first in STALL_FROM.items():
-        stalling = StallingExecutor(
-            config_overrides=FAST, site_map={site: "site-1"}, stall_from_round=first, **site_args
-        )
-        job.to(stalling, site)
+        job.to(StallingExecutor(spec, stall_from_round=first), site)
     return job
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from flare_vlp.fl.persistor import MODEL_FILE, load_checkpoint, read_checkpoint
+from flare_vlp.methods.run_spec import DataSource, RunSpec
 from flare_vlp.methods.runner import run_in_process
 from flare_vlp.recipes import MethodRecipe
 
@@ -33,9 +34,9 @@ def test_runner_gives_the_simulator_global_model(tmp_path, tiny_data_dir):
     """
     from nvflare.recipe import SimEnv
 
-    common = {"config": "tiny", "num_rounds": 2, "data_dir": tiny_data_dir, "local_steps": 2, "config_overrides": FAST}
-    recipe = MethodRecipe(method="feddra", method_config=SETTINGS, min_clients=2, run_dir=tmp_path / "sim",
-                          num_threads=1, **common)  # fmt: skip
+    spec = RunSpec("feddra", method_settings=SETTINGS, config="tiny", num_rounds=2, min_clients=2, local_steps=2,
+                   data=DataSource(data_dir=str(tiny_data_dir)), config_overrides=FAST, num_threads=1)  # fmt: skip
+    recipe = MethodRecipe(spec, run_dir=tmp_path / "sim")
     result = recipe.run(SimEnv(num_clients=2, workspace_root=str(tmp_path / "ws"))).get_result()
     flare, last_round = load_checkpoint(Path(result) / "server" / "simulate_job" / "app_server" / MODEL_FILE)
     assert last_round == 1
@@ -43,8 +44,7 @@ def test_runner_gives_the_simulator_global_model(tmp_path, tiny_data_dir):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run = run_in_process("feddra", sites=["site-1", "site-2"], run_dir=tmp_path / "inproc",
-                             method_settings=SETTINGS, **common)  # fmt: skip
+        run = run_in_process(spec.replace(sites=("site-1", "site-2")), tmp_path / "inproc")
     finally:
         torch.set_num_threads(threads)
     local = run.global_weights()
