@@ -57,7 +57,7 @@ def optimizer_step(
     with autocast(cfg, device):
         loss, logs = forward()
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"{where}non-finite loss {float(loss)} at step {step}; logs: {logs}")
+        raise FloatingPointError(f"{where}non-finite loss {float(loss.detach())} at step {step}; logs: {logs}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip is not None:
