@@ -7,6 +7,7 @@
 * ``flare_vlp.fl.analytics``: live per-site metrics (analytics events -> TensorBoard + metrics.jsonl).
 * ``flare_vlp.fl.policy``: the site class allow-list; ``flare_vlp.fl.provision``: the allow-list builder, POC project.
 * ``flare_vlp.fl.poc`` / ``flare_vlp.fl.deploy``: the POC system's lifecycle; running a recipe in POC or prod.
+* ``flare_vlp.fl.failure``: why a FLARE run failed, in one line (the ``failed`` record or a component's ERROR).
 * ``flare_vlp.fl.dashboard``: the FLARE dashboard on loopback (gunicorn) and provisioning through its REST API.
 * ``flare_vlp.fl.system``: a provisioned system started from its startup kits, stopped by PID.
 """

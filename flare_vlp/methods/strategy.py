@@ -67,14 +67,6 @@ class ServerContext:
         except SiteDataError as e:
             raise ValueError(f"the server has no data source for {purpose}: {e}") from None
 
-    def public_ids(self) -> list[str]:
-        """Ids of the public split of the shared data."""
-        rows = self.rows("the public split")
-        ids = [r.id for r in rows.select(split="public")]
-        if not ids:
-            raise ValueError(f"{rows.path}: no public split (SynthCXR: set data.synth.public_samples > 0)")
-        return ids
-
 
 @dataclass
 class RoundResult:

@@ -12,11 +12,12 @@ from nvflare.apis.fl_context import FLContext
 
 from flare_vlp.config import load_config
 from flare_vlp.fl.controller import StrategyController
+from flare_vlp.fl.failure import failure_cause
 from flare_vlp.fl.persistor import GlobalStatePersistor, load_checkpoint, save_checkpoint
 from flare_vlp.methods.messages import Task, TaskMeta
 from flare_vlp.methods.registry import get_method, method_config
 from flare_vlp.methods.run_spec import RunSpec
-from flare_vlp.methods.strategy import RoundFailedError, ServerContext
+from flare_vlp.methods.strategy import RoundFailedError, ServerContext, settle_task
 
 
 def _task(strategy, rnd=0):
@@ -66,6 +67,30 @@ def test_too_few_valid_updates_fail_the_round(tmp_path):
         _combine(ctrl, _task(ctrl), {"site-1": _reply(base, 30), "site-2": _reply(missing, 10)})
     assert "min_clients=2" in str(failed.value) and "site-2" in str(failed.value)
     assert "only 1 valid update(s) of 2" in str(failed.value)
+
+
+def test_the_host_cycle_records_every_site_and_fails_with_the_whole_reason(tmp_path):
+    """settle_task, the one cycle of the controller and the in-process runner: a silent site is logged
+    (no_result), each reply gets a site record in site order, a bad one is refused with its reason, and a failed
+    task names every refusal and every silent site (the reason failure_cause gives `flare-vlp run`)."""
+    ctrl = _strategy(tmp_path, min_clients=2)
+    base, bad = _global(), _shifted(_global(), 0.0)
+    bad["image_head.weight"][0, 0] = np.nan
+    replies = {"site-2": _reply(bad, 10), "site-1": _reply(base, 30)}
+    with pytest.raises(RoundFailedError) as failed:
+        settle_task(ctrl, _task(ctrl, 1), replies, missing=["site-3"])
+    reason = str(failed.value)
+    assert reason.startswith("round 1 failed: only 1 valid update(s) of 2 (need min_clients=2); valid: ['site-1']; "
+                             "rejected: {'site-2': ")  # fmt: skip
+    assert reason.endswith("; no train result from ['site-3'] (a dead or stalled site, a task error or a timeout)")
+    ctrl.run.close()
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(e["event"], e.get("site")) for e in events] == [
+        ("no_result", "site-3"), ("site", "site-1"), ("site", "site-2"), ("rejected", "site-2"),
+        ("round_failed", None), ("failed", None),
+    ]  # fmt: skip
+    assert events[-1]["reason"] == reason and events[-1]["no_result"] == ["site-3"]
+    assert failure_cause(tmp_path) == reason
 
 
 def test_fedprox_sends_mu_and_rejects_zero(tmp_path):

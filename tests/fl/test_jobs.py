@@ -13,6 +13,7 @@ import pytest
 
 from flare_vlp.config import ConfigError, load_config
 from flare_vlp.experiments.builders import build_model
+from flare_vlp.fl.failure import failure_cause
 from flare_vlp.fl.persistor import MODEL_FILE, load_checkpoint
 from flare_vlp.fl.policy import allow_flare_vlp
 from flare_vlp.methods.run_spec import DataSource, RunSpec
@@ -117,6 +118,9 @@ def test_fedavg_recipe_runs_in_simenv(tmp_path, tiny_data_dir):
     assert {(e["round"], e["site"]) for e in events if e["event"] == "no_result"} == {(0, "site-3"), (1, "site-3")}
     client_log = (Path(result) / "site-3" / "log.txt").read_text()
     assert "site 'site-3' (data site 'site-3') has no train rows" in client_log
+    cause = failure_cause(result)  # the first error a flare_vlp component logged (FLARE's own noise skipped)
+    assert cause.startswith("site 'site-3': cannot set up the fedavg 'default' role: site 'site-3' (data site")
+    assert cause.endswith("(site-3/log.txt)")
     cfg = load_config("tiny", FAST)
     initial = build_model(cfg.model, seed=cfg.seed).state_dict()
     assert not np.allclose(params["image_head.weight"], initial["image_head.weight"].numpy())

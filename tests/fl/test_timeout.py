@@ -30,6 +30,7 @@ from flare_vlp.config import load_config
 from flare_vlp.experiments.builders import build_model
 from flare_vlp.fl.controller import StrategyController
 from flare_vlp.fl.executor import ClientAlgoExecutor
+from flare_vlp.fl.failure import failure_cause
 from flare_vlp.fl.persistor import MODEL_FILE, GlobalStatePersistor, load_checkpoint
 from flare_vlp.fl.policy import allow_flare_vlp
 from flare_vlp.methods.run_spec import DataSource, RunSpec
@@ -161,6 +162,11 @@ def test_failed_round_keeps_the_persisted_global_model(timeout_run):
     assert len(failed) == 1 and failed[0]["round"] == 1, failed
     assert "only 1 valid update(s) of 1 (need min_clients=2)" in failed[0]["reason"]
     assert "round 1 failed: only 1 valid update(s)" in log and "FATAL_SYSTEM_ERROR" in log
+    # what `flare-vlp run` shows as its last line: the cause, from the run folder's `failed` record or the server log
+    cause = "round 1 failed: only 1 valid update(s) of 1 (need min_clients=2)"
+    assert failure_cause(timeout_run["run_dir"]).startswith(cause)
+    assert failure_cause(timeout_run["workspace"]).startswith(cause)
+    assert failure_cause(timeout_run["workspace"]).endswith("(server/log.txt)")
     saved = timeout_run["workspace"] / "server" / "simulate_job" / "app_server" / MODEL_FILE
     params, last_round = load_checkpoint(saved)
     assert last_round == 0, "the failed round must not overwrite the global model of round 0"
