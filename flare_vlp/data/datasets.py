@@ -19,12 +19,10 @@ For ``num_workers > 0`` with ``augment=True`` use ``monai.data.DataLoader`` (or 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +42,7 @@ from flare_vlp.data.transforms import (
     build_image_transforms,
     build_load_transforms,
 )
+from flare_vlp.utils.io import atomic_write
 
 __all__ = ["ManifestDataset", "CachedManifestDataset", "ReportDataset", "CACHE_VERSION"]
 
@@ -272,13 +271,5 @@ class CachedManifestDataset(TorchDataset):
         assert path is not None
         if not path.parent.is_dir():
             raise ValueError(f"cache_path {path}: folder {path.parent} does not exist")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            blob = {"version": CACHE_VERSION, "key": self.cache_key, "ids": [r.id for r in self.manifest]}
-            torch.save({**blob, "images": images}, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        blob = {"version": CACHE_VERSION, "key": self.cache_key, "ids": [r.id for r in self.manifest]}
+        atomic_write(path, lambda tmp: torch.save({**blob, "images": images}, tmp))

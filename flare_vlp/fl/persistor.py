@@ -9,8 +9,6 @@ and hands ``params`` and ``state`` (plain Python values, e.g. FedDRA's site weig
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from nvflare.app_common.abstract.model_persistor import ModelPersistor
 
 from flare_vlp.methods.messages import TaskMeta
 from flare_vlp.methods.tensors import to_numpy, to_torch
+from flare_vlp.utils.io import atomic_write
 
 __all__ = ["GlobalStatePersistor", "save_checkpoint", "load_checkpoint", "read_checkpoint", "MODEL_FILE"]
 
@@ -34,14 +33,8 @@ def save_checkpoint(
     strategy's state (plain Python values)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({"params": to_torch(params), "round": round_, "config": config, "state": state or {}}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    blob = {"params": to_torch(params), "round": round_, "config": config, "state": state or {}}
+    atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
 def read_checkpoint(path: str | Path) -> dict:

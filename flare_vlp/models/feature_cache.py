@@ -17,13 +17,13 @@ are all new keys, so the table is bounded (``max_entries``) and overflowing it i
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from flare_vlp.utils.io import atomic_write
 
 __all__ = ["FeatureCache", "fingerprint_tensors", "content_key"]
 
@@ -109,14 +109,12 @@ class FeatureCache:
         if self.folder is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a path
                 np.save(f, feature.numpy(), allow_pickle=False)
-            os.replace(tmp, self.folder / f"{key.hex()}.npy")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(self.folder / f"{key.hex()}.npy", write)
 
     def __deepcopy__(self, memo: dict) -> FeatureCache:
         # a copied model (e.g. the anchor copy of FedAID) computes the same trunk: share the table, do not copy it

@@ -6,28 +6,41 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write_text", "atomic_output_dir", "OutputPathError"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_output_dir", "OutputPathError"]
 
 
 class OutputPathError(ValueError):
     """An output path that cannot be written (missing parent folder, existing non-empty target, ...)."""
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path`` and rename it into place."""
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
+    """``write(tmp)`` to a temp file beside ``path``, then rename it into place: the one temp-file writer of the
+    package (site store, checkpoints, caches, text files). A process killed mid-write, or a ``write`` that raises,
+    leaves the previous ``path`` intact and no temp file behind. Returns ``path``."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically (:func:`atomic_write`)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+
+    atomic_write(path, write)
 
 
 @contextlib.contextmanager
