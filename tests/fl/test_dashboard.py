@@ -15,50 +15,39 @@ import time
 from pathlib import Path
 
 import pytest
+from deployment_helpers import DEPLOY_CREDENTIAL, DEPLOY_SITES, listening
 
 from flare_vlp.fl.dashboard import DashboardAPI, DashboardError, DashboardServer, provision_with_dashboard, unlock_kit
 from flare_vlp.fl.poc import poc_pids
 
-CREDENTIAL = "admin@flare-vlp.org:walk-pass-123:flarevlp"
-SITES = ["site-1", "site-2"]
+CREDENTIAL = DEPLOY_CREDENTIAL
+SITES = DEPLOY_SITES
 QUICK = {"train": {"bn_recalibration_batches": 1}, "eval": {"untrained_floor": False}}
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
-def _listening(pids: list[int]) -> list[str]:
-    from test_drills import listening_addresses
-
-    return listening_addresses(pids)
-
-
 @pytest.fixture(scope="module")
-def provisioned(tmp_path_factory):
-    """A dashboard with a frozen 2-site project (kits downloaded); afterwards no dashboard process is left."""
-    root = tmp_path_factory.mktemp("dashboard")
-    dashboard = DashboardServer(root / "dashboard", CREDENTIAL).start()
-    try:
-        kits = provision_with_dashboard(dashboard.url, CREDENTIAL, root / "kits", SITES, port=18555)
-        yield dashboard, kits
-    finally:
-        dashboard.stop()
-    assert dashboard.process.poll() is not None and poc_pids(root) == []
+def provisioned(deployment):
+    """The session's dashboard with its frozen 2-site project and downloaded kits (tests/fl/conftest.py
+    ``deployment``: its finalizer asserts that no dashboard or FLARE process is left)."""
+    return deployment.dashboard, deployment.kits
 
 
 def test_dashboard_provisions_a_loopback_mtls_project_with_flare_vlp_allowed(provisioned):
     dashboard, kits = provisioned
-    assert all(a.startswith("127.0.0.1:") for a in _listening(poc_pids(dashboard.web_root))), "dashboard binds loopback"
+    assert all(a.startswith("127.0.0.1:") for a in listening(poc_pids(dashboard.web_root))), "dashboard binds loopback"
     assert (dashboard.web_root / "db.sqlite").is_file()  # the database is in the web root, not in site-packages
     server = json.loads((kits.server / "startup" / "fed_server.json").read_text())["servers"][0]
-    assert server["service"]["target"] == "localhost:18555" and server["connection_security"] == "mtls"
+    assert server["service"]["target"] == f"localhost:{kits.port}" and server["connection_security"] == "mtls"
     for kit in [kits.server, *kits.clients.values()]:
         assert "flare_vlp." in json.loads((kit / "local" / "resources.json").read_text())["class_allow_list"], kit
     resources = json.loads((kits.server / "local" / "resources.json").read_text())
     job_store = next(c for c in resources["components"] if c["id"] == "job_manager")["args"]["uri_root"]
     assert job_store == str(kits.server / "storage" / "jobs")
     client = json.loads((kits.clients["site-1"] / "startup" / "fed_client.json").read_text())
-    assert client["servers"][0]["service"]["target"] == "localhost:18555"
+    assert client["servers"][0]["service"]["target"] == f"localhost:{kits.port}"
     admin = json.loads((kits.admin / "startup" / "fed_admin.json").read_text())["admin"]
-    assert admin["username"] == kits.admin_user and admin["port"] == 18555
+    assert admin["username"] == kits.admin_user and admin["port"] == kits.port
     assert {c["name"]: c["approval_state"] for c in kits.listing["clients"]} == {"site-1": 100, "site-2": 100}
     assert {u["email"]: u["role"] for u in kits.listing["users"]} == {
         "admin@flare-vlp.org": "project_admin",
@@ -208,7 +197,7 @@ def test_browser_walk_of_the_dashboard_as_the_project_admin(provisioned, tmp_pat
         driver.quit()
     kit = unlock_kit(zip_path, tmp_path / "server-kit", pin)  # the PIN the page showed opens the zip
     server = json.loads((kit / "startup" / "fed_server.json").read_text())["servers"][0]
-    assert server["service"]["target"] == "localhost:18555"
+    assert server["service"]["target"] == f"localhost:{kits.port}"
     names = ["1-login", "2-client-sites", "3-users", "4-download-pin"]
     assert sorted(p.name for p in shots.glob("dashboard-*.png")) == [f"dashboard-{n}.png" for n in names]
 
@@ -229,7 +218,7 @@ def test_deploy_dashboard_end_to_end_on_loopback(tmp_path, tiny_data_dir):
         lines.append(line)
         if line.startswith("prod: submitted job"):  # the system is up: its processes and listeners
             seen["pids"] = poc_pids(out / "deploy")
-            seen["listening"] = _listening(seen["pids"])
+            seen["listening"] = listening(seen["pids"])
 
     t0 = time.perf_counter()
     spec = RunSpec("fedavg", num_rounds=2, local_steps=1, data=DataSource(data_dir=str(tiny_data_dir)),

@@ -9,8 +9,9 @@ startup kits, TLS with mutual authentication), each bounded in time:
 (b) the server process killed mid-run and started again: a job resubmitted with ``resume_from=<the persisted
     FL_global_model.pt>`` continues after the last persisted round, FedDRA's lambda included.
 
-One system serves the whole module (the drills run in this order; each leaves the system whole for the next); its
-finalizer stops it and asserts that no process of it is left running or listening. What each drill measured is
+One system serves the whole module, the session's ``deployment`` (tests/fl/conftest.py; the drills run in this
+order; each leaves the system whole for the next); its finalizer stops it and asserts that no process of it is left
+running or listening. What each drill measured is
 printed (``-s``) and recorded in docs/deployment.md.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from corrupting_executor import CORRUPT_MESSAGE, CorruptingExecutor
+from deployment_helpers import DEPLOY_SITES
 from nvflare.apis.job_def import RunStatus
 from nvflare.job_config.api import FedJob
 
@@ -33,65 +35,23 @@ from flare_vlp.fl.dashboard import DashboardServer, provision_with_dashboard
 from flare_vlp.fl.deploy import failure_events, job_progress
 from flare_vlp.fl.executor import ClientAlgoExecutor
 from flare_vlp.fl.persistor import MODEL_FILE, GlobalStatePersistor, read_checkpoint
-from flare_vlp.fl.poc import poc_pids
 from flare_vlp.fl.system import AdminLoginError, admin_session
 from flare_vlp.methods.run_spec import DataSource, RunSpec
-from flare_vlp.recipes.dashboard_run import provision_and_start
 
 pytestmark = pytest.mark.slow
 
-SITES = ["site-1", "site-2"]
+SITES = DEPLOY_SITES
 FAST = {"train": {"bn_recalibration_batches": 1}}
 TASK_TIMEOUT = 30
 """Seconds a task may take; round 0 includes the sites' job start-up (~10 s here). A killed site costs one wait."""
 WAIT_AFTER_MIN = 5
 """Seconds the other sites may still take once ``min_clients`` answered (a site that died unseen costs this)."""
-HELPERS = str(Path(__file__).parent)
-SERVER_ENV = {"NVFLARE_DEAD_CLIENT_GRACE_PERIOD": "5", "NVFLARE_CLIENT_OUTCOME_WAIT_TIMEOUT": "10"}
-"""FLARE's waits for a silent site, shortened: a site reported dead ends its tasks after 5 s (default 60 s), and a
-finished job waits 10 s (default 900 s) for the outcome of a site that will never report; see docs/deployment.md."""
-
-
-def listening_addresses(pids: list[int]) -> list[str]:
-    """``ip:port`` of the LISTEN sockets of ``pids`` (IPv4-mapped IPv6 shown as IPv4), via tests/fl/test_poc.py."""
-    from test_poc import _listening
-
-    mapped = "0000000000000000FFFF0000"
-    out = []
-    for address in _listening(pids):
-        host, port = address.rsplit(":", 1)
-        if host.startswith(mapped):
-            packed = host[len(mapped) :]
-            host = ".".join(str(int(packed[i : i + 2], 16)) for i in (6, 4, 2, 0))
-        out.append(f"{host}:{port}")
-    return out
-
-
-def all_loopback(addresses: list[str]) -> bool:
-    return bool(addresses) and all(a.startswith("127.") or a.startswith("::1:") for a in addresses)
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory, tiny_data_dir):
-    """Dashboard-provisioned server + 2 sites; site-2 may run the corrupting executor (helpers on its PYTHONPATH)."""
-    root = tmp_path_factory.mktemp("drills") / "deploy"
-    site_env = {"site-2": {"PYTHONPATH": HELPERS}, "server": SERVER_ENV}
-    dashboard, kits, flare = provision_and_start(root, SITES, site_env=site_env)
-    resources = kits.clients["site-2"] / "local" / "resources.json"
-    allow = json.loads(resources.read_text())
-    allow["class_allow_list"].append(CorruptingExecutor.__module__ + ".")
-    resources.write_text(json.dumps(allow))  # read by each job's site process, so it applies to jobs from now on
-    flare.data_dir, flare.kits, flare.dashboard = tiny_data_dir, kits, dashboard
-    try:
-        listening = listening_addresses(poc_pids(root) + [dashboard.process.pid])
-        assert all_loopback(listening), listening
-        yield flare
-    finally:
-        flare.stop()
-        dashboard.stop()
-    left = poc_pids(root)
-    assert not left, f"processes of the drill system survived: {left}"
-    assert dashboard.process.poll() is not None
+def system(deployment):
+    """The session's dashboard-provisioned server + 2 sites (tests/fl/conftest.py ``deployment``)."""
+    return deployment
 
 
 def _job(name: str, flare, *, rounds: int, min_clients: int, method="fedavg", executors=None, resume_from=None):

@@ -1,5 +1,6 @@
 """Real FLARE deployments on loopback: a POC system (server + 2 client processes) provisioned by flare_vlp, and the
-prod path (``ProdEnv`` with an admin startup kit) against a POC system provisioned like a real one.
+prod path (``ProdEnv`` with an admin startup kit) against the session's dashboard-provisioned system
+(tests/fl/conftest.py ``deployment``), after ``flare-vlp jobs allow`` on kits provisioned without flare_vlp's builder.
 
 Every test that starts processes owns a POC workspace whose finalizer ends, by PID, any process still running from it,
 so a failing test leaves nothing behind.
@@ -11,16 +12,16 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from deployment_helpers import listening
 
-from flare_vlp.fl.poc import make_poc_env, poc_admin_kit, poc_pids, prepare_poc_env, stop_poc
+from flare_vlp.fl.poc import make_poc_env, poc_pids, prepare_poc_env
 from flare_vlp.fl.provision import BUILDER_PATH, write_poc_project
-from flare_vlp.recipes.run import DataSource, RunSpec, run_federated
+from flare_vlp.methods.run_spec import DataSource, RunSpec
+from flare_vlp.recipes.run import run_federated
 
 FAST = {"train": {"bn_recalibration_batches": 1}}  # as tests/fl/conftest.py: a tiny round in about a second
 CLIENTS = ["site-1", "site-2"]
@@ -42,31 +43,6 @@ def _is_live(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def _listening(pids: list[int]) -> list[str]:
-    """``ip:port`` of every TCP socket in LISTEN state held by ``pids`` (from /proc/net/tcp, tcp6)."""
-    inodes = set()
-    for pid in pids:
-        for fd in Path(f"/proc/{pid}/fd").glob("*"):
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    found = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
-                host, port = fields[1].split(":")
-                if len(host) == 8:
-                    ip = ".".join(str(int(host[i : i + 2], 16)) for i in (6, 4, 2, 0))
-                else:
-                    ip = "::1" if host == "00000000000000000000000001000000" else host
-                found.append(f"{ip}:{int(port, 16)}")
-    return found
 
 
 @pytest.fixture
@@ -118,7 +94,7 @@ def test_fedavg_runs_in_poc_on_loopback_and_stops_every_process(tmp_path, tiny_d
         print(line)
         if line.startswith("POC: submitted job"):  # the system is up: record its processes and listeners
             seen["pids"] = poc_pids(poc_workspace)
-            seen["listening"] = _listening(seen["pids"])
+            seen["listening"] = listening(seen["pids"])
 
     out = tmp_path / "run"
     spec = RunSpec("fedavg", data=DataSource(data_dir=str(tiny_data_dir)), **SPEC)
@@ -154,32 +130,36 @@ def test_ctrl_c_while_the_job_runs_stops_the_poc_system(tmp_path, tiny_data_dir,
     assert not out.exists(), "an interrupted run leaves no run folder"
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_prod_env_runs_against_a_provisioned_system(tmp_path, tiny_data_dir, poc_workspace):
-    """The prod path as a user takes it: a system provisioned WITHOUT flare_vlp's builder, each site's kit allowed with
-    ``flare-vlp jobs allow``, the system started by ``nvflare poc start``, then ``flare-vlp run --env prod``."""
+def test_jobs_allow_lets_a_kit_provisioned_without_the_builder_run_flare_vlp(tmp_path):
+    """The first step of the prod path a user takes with a system provisioned WITHOUT flare_vlp's builder: each
+    site's kit allowed with ``flare-vlp jobs allow`` (the prod run itself: the next test)."""
     from flare_vlp.cli import main
 
     project = yaml.safe_load(write_poc_project(tmp_path / "project.yml", CLIENTS).read_text())
     project["builders"] = [b for b in project["builders"] if b["path"] != BUILDER_PATH]
     (tmp_path / "project.yml").write_text(yaml.safe_dump(project))
-    prod = _provision(poc_workspace, tmp_path / "project.yml")
+    prod = _provision(tmp_path / "poc", tmp_path / "project.yml")
     for site in ["localhost", *CLIENTS]:
-        assert main(["jobs", "allow", str(prod / site / "local")]) == 0
-    nvflare = Path(sys.executable).with_name("nvflare")
-    env = {**os.environ, "NVFLARE_POC_WORKSPACE": str(poc_workspace)}
-    try:
-        started = subprocess.run([str(nvflare), "poc", "start"], env=env, capture_output=True, text=True, timeout=120)
-        assert started.returncode == 0, (started.stdout + started.stderr)[-3000:]
-        out = tmp_path / "run"
-        argv = ["run", "--method", "fedprox", "--config", "tiny", "--out", str(out), "--env", "prod"]
-        argv += ["--startup-kit", str(poc_admin_kit(poc_workspace)), "--username", "admin@nvidia.com"]
-        argv += ["--data-dir", str(tiny_data_dir), "--rounds", "1", "--local-steps", "2", "--timeout", "180"]
-        # the CLI takes no config overrides: the sites run `tiny` as is (a few seconds more than FAST)
-        assert main(argv) == 0
-    finally:
-        stop_poc(make_poc_env(poc_workspace, CLIENTS))
+        local = prod / site / "local"
+        assert "flare_vlp." not in json.loads((local / "resources.json.default").read_text())["class_allow_list"]
+        assert main(["jobs", "allow", str(local)]) == 0
+        allow = json.loads((local / "resources.json").read_text())["class_allow_list"]
+        assert "flare_vlp." in allow and any(a.startswith("nvflare.") for a in allow), site
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_prod_env_runs_against_a_provisioned_system(tmp_path, tiny_data_dir, deployment):
+    """``flare-vlp run --env prod`` as a user runs it: with the admin's startup kit of a provisioned, running system
+    (the session's dashboard-provisioned ``deployment``, tests/fl/conftest.py)."""
+    from flare_vlp.cli import main
+
+    out = tmp_path / "run"
+    argv = ["run", "--method", "fedprox", "--config", "tiny", "--out", str(out), "--env", "prod"]
+    argv += ["--startup-kit", str(deployment.admin_kit), "--username", deployment.username]
+    argv += ["--data-dir", str(tiny_data_dir), "--rounds", "1", "--local-steps", "2", "--timeout", "180"]
+    # the CLI takes no config overrides: the sites run `tiny` as is (a few seconds more than FAST)
+    assert main(argv) == 0
     assert (out / "models" / "global.safetensors").is_file() and (out / "summary.json").is_file()
     assert list((out / "flare" / "result").rglob("models/global.safetensors")), "the downloaded job result"
     sites = {json.loads(line).get("site") for line in (out / "metrics.jsonl").read_text().splitlines()}
