@@ -9,9 +9,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-
-import torch
-from torch.utils.data import DataLoader, Dataset
+from typing import TYPE_CHECKING
 
 from flare_vlp.config import (
     ConfigError,
@@ -23,7 +21,12 @@ from flare_vlp.config import (
 )
 from flare_vlp.data.manifest import Manifest, read_manifest
 from flare_vlp.data.synthetic import SynthConfig, generate_synthcxr
-from flare_vlp.models import DualEncoder, build_dual_encoder, get_tokenizer_path
+
+if TYPE_CHECKING:  # torch and the models are imported where used: checking a config (flare-vlp run's pre-launch
+    # check, flare-vlp config show) needs neither, and importing them takes seconds
+    from torch.utils.data import DataLoader, Dataset
+
+    from flare_vlp.models import DualEncoder
 
 # MONAI: the datasets and the tokenizing collate (flare_vlp.data.datasets / .text) are imported where they are used:
 # they import MONAI (6-7 s), which a FLARE server process (it only builds the model, writes the run folder) never needs.
@@ -149,6 +152,7 @@ def build_dataset(
 
 def build_tokenizer(model: ModelConfig):
     from flare_vlp.data.text import load_tokenizer  # MONAI: see above
+    from flare_vlp.models import get_tokenizer_path
 
     return load_tokenizer(get_tokenizer_path(model.text_encoder, **model.text_kwargs))
 
@@ -158,6 +162,9 @@ def build_loader(
 ) -> DataLoader:
     """A seeded DataLoader with the tokenizing collate (``images=False``: report-only samples); training loaders
     drop the last partial batch."""
+    import torch
+    from torch.utils.data import DataLoader
+
     from flare_vlp.data.text import TextImageCollate  # MONAI: see above
 
     generator = torch.Generator().manual_seed(seed)
@@ -173,6 +180,10 @@ def build_loader(
 
 def build_model(model: ModelConfig, seed: int = 0) -> DualEncoder:
     """The dual encoder of the config, seeded, with ``model.frozen`` groups frozen."""
+    import torch
+
+    from flare_vlp.models import build_dual_encoder
+
     torch.manual_seed(seed)
     net = build_dual_encoder(
         model.image_encoder,
@@ -194,6 +205,7 @@ def build_model(model: ModelConfig, seed: int = 0) -> DualEncoder:
 def load_model_weights(net: DualEncoder, path: str | Path) -> DualEncoder:
     """Load a run's saved weights (``models/*.safetensors``; a group subset, e.g. without a frozen text tower, is
     fine) into ``net``, as float32."""
+    import torch
     from safetensors.torch import load_file
 
     path = Path(path)

@@ -24,12 +24,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flare_vlp.config import ExperimentConfig, load_config, merge_overrides
-from flare_vlp.data.manifest import Manifest
-from flare_vlp.experiments.site_data import run_manifest
 from flare_vlp.methods.registry import DEFAULT_ROLE, assign_roles, config_values, get_method, method_config, setting
+
+if TYPE_CHECKING:
+    from flare_vlp.data.manifest import Manifest
 
 __all__ = ["DataSource", "RunSpec", "DataFacts", "data_facts"]
 
@@ -86,6 +87,8 @@ class DataSource:
 
     def rows(self, cfg: ExperimentConfig) -> Manifest:
         """Every row of the run's data (SynthCXR generated once when missing)."""
+        from flare_vlp.experiments.site_data import run_manifest
+
         return run_manifest(cfg, self.data_dir, self.manifest)
 
 
@@ -107,14 +110,14 @@ def data_facts(cfg: ExperimentConfig, data: DataSource, config_name: str) -> Dat
     Raises:
         ValueError: no data source (naming the config).
     """
-    from flare_vlp.evaluation import is_unseen
+    from flare_vlp.data.manifest import read_manifest
     from flare_vlp.experiments.builders import synth_config
 
     manifest = data.manifest or cfg.data.manifest
-    if manifest is not None:
-        rows = run_manifest(cfg, None, data.manifest)
-        trained = {r.site for r in rows if r.split in ("train", "test")}
-        sites = [s for s in rows.sites if not is_unseen(s) and s in trained]
+    if manifest is not None:  # its training sites: those with train rows (the test-only unseen sites have none)
+        rows = read_manifest(manifest, **cfg.data.read_options())
+        trained = {r.site for r in rows if r.split == "train"}
+        sites = [s for s in rows.sites if s in trained]
         return DataFacts(f"manifest {manifest}", sites, {r.split for r in rows}, synthetic=False)
     if data.data_dir is None:
         raise ValueError(f"config {config_name!r}: no data source; give `data_dir` or `manifest` (or data.manifest)")
@@ -174,7 +177,8 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         spec = get_method(self.method)
-        _set(self, "method_settings", config_values(method_config(self.method, self.method_settings)))
+        settings = method_config(self.method, self.method_settings, prefix=f"fl.{self.method}.")  # the YAML key
+        _set(self, "method_settings", config_values(settings))
         if Path(self.config).suffix:
             _set(self, "config", _abs(self.config))
         _set(self, "config_overrides", json.loads(json.dumps(dict(self.config_overrides or {}))) or None)
@@ -278,6 +282,16 @@ class RunSpec:
     def from_dict(cls, values: Mapping[str, Any]) -> RunSpec:
         """The spec of :meth:`to_dict`'s ``values``; an unknown key is an error naming it."""
         return _from_plain(cls, values, "")
+
+    def with_default_data(self, root: str | Path) -> RunSpec:
+        """This spec, with SynthCXR in ``root/data/synthcxr-<hash of its config>`` when it names no data folder or
+        manifest (one folder per SynthCXR config, shared by every run that uses it)."""
+        from flare_vlp.experiments.builders import default_data_dir
+
+        if self.data.data_dir is not None or self.data.manifest is not None:
+            return self
+        data_dir = str(default_data_dir(self.load_config(), Path(root).absolute()))
+        return self.replace(data=dataclasses.replace(self.data, data_dir=data_dir))
 
     def replace(self, **changes: Any) -> RunSpec:
         """A copy with ``changes`` (checked again)."""
