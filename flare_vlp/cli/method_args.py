@@ -1,7 +1,9 @@
 """``flare-vlp run``'s method flags, generated from the registry's typed method configs.
 
 Each field of each registered config becomes one flag (``rho`` -> ``--rho``) with its help text, type and
-``Literal`` choices; a field shared by several methods (``anchor_weight`` of FedAID and FedDRA) is one flag. Flags
+``Literal`` choices; a field shared by several methods (``anchor_weight`` of FedAID and FedDRA) is one flag, so it
+must mean one thing: two methods whose same-named fields differ in type or help text are refused when the flags are
+built (:class:`FlagConflictError`; rename one field, as FedOPAL's ``orth_mu`` beside FedProx's ``mu``). Flags
 default to "not given", so the YAML ``fl:`` section and then the config class supply what the user did not type.
 A flag of another method than ``--method`` is an error naming both.
 """
@@ -16,7 +18,11 @@ from typing import Any, Literal
 
 from flare_vlp.methods.registry import fl_settings, get_method, method_names
 
-__all__ = ["add_method_arguments", "given_method_arguments", "fl_settings"]
+__all__ = ["FlagConflictError", "add_method_arguments", "given_method_arguments", "fl_settings"]
+
+
+class FlagConflictError(TypeError):
+    """Two registered methods have a config field of the same name (one flag) with another type or help text."""
 
 
 def _flag_type(tp: Any) -> tuple[Any, dict]:
@@ -33,15 +39,24 @@ def _flag_type(tp: Any) -> tuple[Any, dict]:
 
 
 def _fields() -> dict[str, tuple[Any, str, list[str]]]:
-    """Field name -> (type, help, methods that have it), across every registered method config."""
+    """Field name -> (type, help, methods that have it), across every registered method config.
+
+    Raises:
+        FlagConflictError: a field name whose type or help text differs between two methods (names both).
+    """
     table: dict[str, tuple[Any, str, list[str]]] = {}
     for name in method_names():
         cls = get_method(name).config_cls
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            tp, help_text, methods = table.get(f.name, (hints[f.name], f.metadata.get("help", ""), []))
-            if tp != hints[f.name]:
-                raise TypeError(f"config field {f.name!r} has type {hints[f.name]} in {name} but {tp} elsewhere")
+            mine = (hints[f.name], f.metadata.get("help", ""))
+            tp, help_text, methods = table.get(f.name, (*mine, []))
+            for what, theirs, ours in (("type", tp, mine[0]), ("help text", help_text, mine[1])):
+                if theirs != ours:
+                    raise FlagConflictError(
+                        f"--{f.name.replace('_', '-')} would mean two things: config field {f.name!r} has {what} "
+                        f"{ours!r} in method {name!r} but {theirs!r} in {methods[0]!r}; give one of them another name"
+                    )
             table[f.name] = (tp, help_text, [*methods, name])
     return table
 

@@ -5,7 +5,7 @@ them in one process. Importing this package registers the built-in methods (ligh
 class paths resolved on first use).
 """
 
-from flare_vlp.methods import fedavg, feddra, lora_ft, repr_consensus  # noqa: F401  (registration)
+from flare_vlp.methods import fedavg, feddra, lora_ft  # noqa: F401  (registration)
 from flare_vlp.methods.registry import (
     DEFAULT_ROLE,
     MethodSpec,

@@ -1,27 +1,32 @@
-"""The public image-text split that representation-sharing methods exchange representations of (CreamFL,
-representation consensus): read by the server and by every site from the same shared data, never private.
+"""The public image-text split that representation-sharing methods (CreamFL) exchange representations of: read
+by the server and by every site from the same shared data, never private.
 
 One place for what both sides need: the split's rows and dataset, a loader over a chosen subset of public ids (rows
-follow the ids' order, so representation row ``i`` is public id ``ids[i]``), and the seeded draw of the subset a
-round exchanges.
+follow the ids' order, so representation row ``i`` is public id ``ids[i]``), the representation pass over such a
+subset, and the seeded draw of the subset a round exchanges.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from flare_vlp.config import ExperimentConfig
-from flare_vlp.data.manifest import Manifest, read_manifest
+from flare_vlp.data.manifest import Manifest
 from flare_vlp.experiments.builders import build_dataset, build_loader
-from flare_vlp.experiments.site_data import locked_manifest
+from flare_vlp.experiments.site_data import SiteDataError, run_manifest
+from flare_vlp.training.objectives import batch_to_device
 
-__all__ = ["PublicSet", "sample_public_ids"]
+__all__ = ["Embed", "PublicSet", "sample_public_ids"]
+
+Embed = Callable[[nn.Module, dict], Mapping[str, torch.Tensor]]
+"""``embed(model, batch)``: modality -> the batch's ``B x E`` representations."""
 
 _DATASETS: dict[tuple, Dataset] = {}
 _LOCK = threading.Lock()
@@ -64,17 +69,17 @@ class PublicSet:
 
     @classmethod
     def load(cls, cfg: ExperimentConfig, *, data_dir: str | None = None, manifest: str | None = None) -> PublicSet:
-        """The public split of ``manifest`` (or of the SynthCXR folder ``data_dir``, made once under a lock).
+        """The public split of the run's data, found as every reader finds it
+        (:func:`~flare_vlp.experiments.site_data.run_manifest`: ``manifest``, else the config's ``data.manifest``,
+        else the SynthCXR folder ``data_dir``, made once under a lock).
 
         Raises:
             ValueError: no data source, or no public rows (names the manifest and the setting).
         """
-        if manifest is not None:
-            rows = read_manifest(manifest, **cfg.data.read_options())
-        elif data_dir is not None:
-            rows = locked_manifest(cfg, data_dir)
-        else:
-            raise ValueError("no data source for the public split: give `data_dir` or `manifest`")
+        try:
+            rows = run_manifest(cfg, data_dir, manifest)
+        except SiteDataError as e:
+            raise ValueError(f"the public split: {e}") from None
         public = rows.select(split="public")
         if len(public) == 0:
             raise ValueError(f"{rows.path}: no public split (SynthCXR: set data.synth.public_samples > 0)")
@@ -101,9 +106,28 @@ class PublicSet:
             raise ValueError(f"site {site!r}: public ids {list(unknown[:3])} are not in this site's public split")
 
     def loader(
-        self, ids: Sequence[str], tokenizer, *, batch_size: int, max_length: int, shuffle: bool = False, seed: int = 0
+        self, ids: Sequence[str], tokenizer, cfg: ExperimentConfig, *, shuffle: bool = False, seed: int = 0
     ) -> DataLoader:
-        """Batches of the public samples ``ids`` (in that order unless ``shuffle``; ``shuffle`` drops a last partial
-        batch, as every training loader)."""
+        """Batches of ``cfg.train.batch_size`` public samples ``ids``, texts cut at ``cfg.data.max_text_length`` (in
+        ``ids`` order unless ``shuffle``; ``shuffle`` drops a last partial batch, as every training loader)."""
         subset = torch.utils.data.Subset(self.dataset, [self._row[i] for i in ids])
-        return build_loader(subset, tokenizer, batch_size=batch_size, max_length=max_length, shuffle=shuffle, seed=seed)
+        return build_loader(subset, tokenizer, batch_size=cfg.train.batch_size, max_length=cfg.data.max_text_length,
+                            shuffle=shuffle, seed=seed)  # fmt: skip
+
+    @torch.no_grad()
+    def represent(
+        self, model: nn.Module, ids: Sequence[str], tokenizer, cfg: ExperimentConfig, embed: Embed, device: str = "cpu"
+    ) -> dict[str, np.ndarray]:
+        """The representation pass: ``model`` (in eval mode, on ``device``) over the public samples ``ids`` in order;
+        modality -> ``len(ids) x E`` float array, row ``i`` of public id ``ids[i]`` (a server's global
+        representations and a client's own alike).
+
+        Args:
+            embed: ``embed(model, batch)`` -> modality -> the batch's representations.
+        """
+        model.eval().to(device)
+        parts: dict[str, list[torch.Tensor]] = {}
+        for batch in self.loader(ids, tokenizer, cfg):
+            for modality, z in embed(model, batch_to_device(batch, device)).items():
+                parts.setdefault(modality, []).append(z.float().cpu())
+        return {modality: torch.cat(z).numpy() for modality, z in parts.items()}

@@ -6,14 +6,15 @@ peft supports this directly: each adapter is injected under its own name into th
 ``set_adapter([...])`` on the tuner layers activates several adapters at once (their outputs are summed, each scaled
 by alpha/r) and makes them all trainable.
 
-The FL payload is one adapter's tensors: :func:`adapter_state_dict` drops the adapter name from the keys (as peft's
-``get_peft_model_state_dict`` does, but without its ``save_embedding_layers="auto"`` hub look-up), so a site's
-"global" state loads into any other site's "global" adapter.
+One adapter's tensors: :func:`adapter_state_dict` / :func:`load_adapter_state_dict` are peft's
+``get_peft_model_state_dict`` / ``set_peft_model_state_dict`` (keys without the adapter name, so a site's "global"
+state loads into any other site's "global" adapter), with errors that name the key. The LoRA methods' payload
+(:mod:`flare_vlp.methods.lora_ft.model`) keeps the full keys instead, adapter name included, so a personal tensor can
+never pass for a global one in the outgoing check.
 """
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Sequence
 
@@ -157,60 +158,54 @@ def add_lora(
     return modules
 
 
-def _adapter_key_map(model: nn.Module, adapter: str) -> dict[str, str]:
-    """Adapter-free key -> full state-dict key for the tensors of ``adapter``."""
-    pattern = re.compile(rf"(\.lora_[A-Za-z_]+)\.{re.escape(adapter)}(?=\.|$)")
-    mapping = {}
-    for key in model.state_dict():
-        short = pattern.sub(r"\1", key)
-        if short != key:
-            mapping[short] = key
-    if not mapping:
+def _check_adapter(model: nn.Module, adapter: str) -> None:
+    if adapter not in list_adapters(model):
         raise ValueError(f"No LoRA adapter {adapter!r} in the model (adapters: {list_adapters(model) or 'none'}).")
-    return mapping
 
 
 def adapter_state_dict(model: nn.Module, adapter: str = "global") -> dict[str, torch.Tensor]:
-    """Detached copies of one adapter's tensors, keys without the adapter name (``...qkv.lora_A.weight``).
+    """Detached copies of one adapter's tensors, keys without the adapter name (``...qkv.lora_A.weight``): peft's
+    ``get_peft_model_state_dict`` (without its ``save_embedding_layers="auto"`` hub look-up).
 
     Raises:
         ValueError: the model has no adapter of that name; the message lists those it has.
     """
-    full = model.state_dict()
-    return {short: full[key].detach().clone() for short, key in _adapter_key_map(model, adapter).items()}
+    from peft import get_peft_model_state_dict
+
+    _check_adapter(model, adapter)
+    state = get_peft_model_state_dict(model, adapter_name=adapter, save_embedding_layers=False)
+    return {key: value.detach().clone() for key, value in state.items()}
 
 
 def load_adapter_state_dict(
     model: nn.Module, state: dict[str, torch.Tensor], adapter: str = "global", strict: bool = True
 ) -> None:
-    """Load tensors from :func:`adapter_state_dict` (possibly of another site) into ``adapter``.
+    """Load tensors from :func:`adapter_state_dict` (possibly of another site) into ``adapter`` (peft's
+    ``set_peft_model_state_dict``, after checks that name the key).
 
     Raises:
         KeyError: (strict) the first missing or unexpected key, named.
         ValueError: a shape mismatch (e.g. another rank or architecture), or an unknown adapter.
     """
-    mapping = _adapter_key_map(model, adapter)
+    from peft import set_peft_model_state_dict
+
+    own = adapter_state_dict(model, adapter)
     if strict:
-        unexpected = [k for k in state if k not in mapping]
-        missing = [k for k in mapping if k not in state]
+        unexpected = [k for k in state if k not in own]
+        missing = [k for k in own if k not in state]
         if unexpected or missing:
             kind, key = ("Unexpected", unexpected[0]) if unexpected else ("Missing", missing[0])
             raise KeyError(
                 f"{kind} key {key!r} loading LoRA adapter {adapter!r} "
                 f"({len(unexpected)} unexpected, {len(missing)} missing): another architecture or LoRA targets?"
             )
-    own = model.state_dict(keep_vars=True)
-    for short, value in state.items():
-        if short in mapping and tuple(own[mapping[short]].shape) != tuple(value.shape):
+    for key, value in state.items():
+        if key in own and tuple(own[key].shape) != tuple(value.shape):
             raise ValueError(
-                f"Shape mismatch for LoRA key {short!r}: model {tuple(own[mapping[short]].shape)}, state "
+                f"Shape mismatch for LoRA key {key!r}: model {tuple(own[key].shape)}, state "
                 f"{tuple(value.shape)} (another rank or architecture?)"
             )
-    with torch.no_grad():
-        for short, value in state.items():
-            if short in mapping:
-                target = own[mapping[short]]
-                target.copy_(value.to(dtype=target.dtype, device=target.device))
+    set_peft_model_state_dict(model, {k: v for k, v in state.items() if k in own}, adapter_name=adapter)
 
 
 def lora_factor_pairs(model: nn.Module, adapter: str = "global") -> list[tuple[nn.Parameter, nn.Parameter]]:

@@ -49,3 +49,33 @@ def test_registry_names_and_errors():
     with pytest.raises(ValueError, match="did you mean 'fedprox'"):
         get_method("fedprx")
     assert get_method("feddra").job_name == "feddra_vlp"
+
+
+def test_a_shared_flag_name_means_one_thing():
+    """FedProx's proximal `--mu` and FedOPAL's orthogonality `--orth-mu` are two flags; two methods whose same-named
+    config fields differ in help text or type (one flag, two meanings) are refused when the flags are built, naming
+    the flag, the field and both methods."""
+    import dataclasses
+
+    from flare_vlp.cli.method_args import FlagConflictError, _fields
+    from flare_vlp.methods import registry
+    from flare_vlp.methods.registry import DEFAULT_ROLE, MethodSpec, register_method, setting
+
+    assert given_method_arguments(_args("--method", "fedopal", "--orth-mu", "0.2")) == {"orth_mu": 0.2}
+    with pytest.raises(SystemExit, match=r"--mu \(fedprox\) not a setting of --method fedopal"):
+        given_method_arguments(_args("--method", "fedopal", "--mu", "0.1"))
+    table = _fields()
+    assert table["mu"][2] == ["fedprox"] and "FedProx" in table["mu"][1]
+    assert "fedopal" in table["orth_mu"][2] and "orthogonality" in table["orth_mu"][1]
+    assert table["weighting"][2][:2] == ["fedavg", "fedprox"] and "fedopal" in table["weighting"][2]
+    fedprox_help = dataclasses.fields(get_method("fedprox").config_cls)[-1].metadata["help"]
+    for field_type, help_text, says in [(float, "the other method's mu", "help text"), (int, fedprox_help, "type")]:
+        clash = dataclasses.make_dataclass("Clash", [("mu", field_type, setting(1, help_text))], frozen=True)
+        register_method(MethodSpec("clash", clash, "x.Strategy", {DEFAULT_ROLE: "x.Client"}, "a test method"))
+        try:
+            with pytest.raises(FlagConflictError, match=rf"--mu would mean two things: .*'mu' has {says} .* in method "
+                                                        r"'clash' but .* in 'fedprox'"):  # fmt: skip
+                _fields()
+        finally:
+            registry._REGISTRY.pop("clash")
+    assert "clash" not in method_names()

@@ -1,19 +1,9 @@
-"""Fixtures of the platform tests: a tiny SynthCXR with a public split (for the representation method)."""
+"""Fixtures of the platform tests: a tiny SynthCXR with three sites and a public split (for CreamFL)."""
 
 from __future__ import annotations
 
 import pytest
-from method_helpers import CREAMFL, PUBLIC
-
-
-@pytest.fixture(scope="session")
-def public_data_dir(tmp_path_factory):
-    from flare_vlp.config import load_config
-    from flare_vlp.experiments.builders import prepare_manifest
-
-    data_dir = tmp_path_factory.mktemp("public") / "synthcxr"
-    prepare_manifest(load_config("tiny", PUBLIC), data_dir)
-    return data_dir
+from method_helpers import CREAMFL
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from flare_vlp.methods.creamfl.strategy import CreamFLStrategy
 from flare_vlp.methods.messages import Message, Representations, TaskMeta
 from flare_vlp.methods.payload import DisclosureError
 from flare_vlp.methods.registry import assign_roles, method_config
+from flare_vlp.methods.run_spec import DataSource, RunSpec
 from flare_vlp.methods.runner import run_in_process
 from flare_vlp.methods.site_store import SiteStore
 from flare_vlp.methods.strategy import ServerContext
@@ -62,6 +63,9 @@ def test_a_round_with_one_client_type_distils_only_that_side(creamfl_data_dir):
     for key, value in strategy.model.text_head.state_dict().items():
         torch.testing.assert_close(value, text_head[key], rtol=0, atol=0)
     assert any(not torch.equal(v, image_head[k]) for k, v in strategy.model.image_head.state_dict().items())
+    # the distillation steps through training.step.optimizer_step: a non-finite target stops it before any update
+    with pytest.raises(FloatingPointError, match=r"server distillation, round 0: non-finite loss nan at step 0"):
+        strategy.distil(ids, {"image": np.full((16, 32), np.nan, np.float32), "text": None}, 0)
 
 
 def _client(data_dir, tmp_path, site, role, model=None, overrides=None, local_steps=8) -> CreamFLClient:
@@ -146,6 +150,10 @@ def test_reg_steps_sets_the_regulariser_steps_and_the_inter_term_falls(creamfl_d
     after = inter()
     assert after < before - 0.1, (before, after)  # measured 2.769 -> 2.554 (ln 16 = 2.773)
     assert len(list(client._public_batches(ids, 0, 0))) == math.ceil(len(ids) / client.cfg.train.batch_size)
+    # the regulariser steps through training.step.optimizer_step: a non-finite loss stops it, naming site and step
+    nan_banks = {m: torch.full_like(bank, float("nan")) for m, bank in banks.items()}
+    with pytest.raises(FloatingPointError, match=r"site 'site-2' CreamFL regulariser: non-finite loss nan at step 0"):
+        client._regularise(client._public_batches(ids, 1, 0), ids, nan_banks, {}, ("inter",), 0.5, 0.5, 1e-3)
     with pytest.raises(ConfigError, match="reg_steps"):
         method_config("creamfl", {"reg_steps": -1})
     bad = strategy.round_tasks(0)[0]
@@ -200,7 +208,7 @@ def test_a_restarted_client_resumes_its_private_model_and_refuses_another_archit
     trained = first.model.state_dict()
     assert any(not torch.equal(trained[k], untrained[k]) for k in trained)
     again = _client(creamfl_data_dir, tmp_path, "site-3", "text", local_steps=2)
-    assert again.rounds_done == 1
+    assert again.personal.rounds_done == 1
     for key, value in again.model.state_dict().items():
         torch.testing.assert_close(value, trained[key], rtol=0, atol=0)
     other = {"text_encoder": "tiny_bert", "text_kwargs": {"num_layers": 1, "hidden_size": 32, "num_heads": 2}}
@@ -274,21 +282,18 @@ def test_empty_public_split_and_unknown_roles_are_errors(tiny_data_dir, creamfl_
     assert main([*cli, "--roles", "image:1,txt:2", "--out", str(tmp_path / "cli")]) == 2
     assert "did you mean 'text'" in capsys.readouterr().err and not (tmp_path / "cli").exists()
     with pytest.raises(ValueError, match="has no site role 'audio'"):
-        run_in_process(
-            "creamfl", sites=["site-1"], run_dir=tmp_path / "run", config="tiny", config_overrides=CREAMFL,
-            data_dir=creamfl_data_dir, roles={"site-1": "audio"},
-        )  # fmt: skip
+        RunSpec("creamfl", sites=("site-1",), config_overrides=CREAMFL, data=DataSource(data_dir=str(creamfl_data_dir)),
+                roles={"site-1": "audio"})  # fmt: skip
 
 
 def test_heterogeneous_roles_share_only_public_representations(tmp_path, creamfl_data_dir):
     """In process, all three roles: every reply the server gets carries only public-set representations in the
     site's modalities (no weights, no private sample); a reply with weights or a private id is stopped at the site."""
     with recorded_replies(CreamFLStrategy) as seen:
-        run = run_in_process(
-            "creamfl", sites=list(CREAMFL_ROLES), run_dir=tmp_path / "run", config="tiny", config_overrides=CREAMFL,
-            method_settings=SETTINGS, num_rounds=2, data_dir=creamfl_data_dir, local_steps=1, roles=CREAMFL_ROLES,
-            site_map={s: s for s in CREAMFL_ROLES},
-        )  # fmt: skip
+        data = DataSource(data_dir=str(creamfl_data_dir), site_map={s: s for s in CREAMFL_ROLES})
+        spec = RunSpec("creamfl", sites=tuple(CREAMFL_ROLES), config_overrides=CREAMFL, method_settings=SETTINGS,
+                       num_rounds=2, data=data, local_steps=1, roles=CREAMFL_ROLES)  # fmt: skip
+        run = run_in_process(spec, tmp_path / "run")
     rows = read_manifest(Path(creamfl_data_dir) / "manifest.jsonl")
     public = {r.id for r in rows if r.split == "public"}
     private = {r.id for r in rows if r.split != "public"}
@@ -307,6 +312,10 @@ def test_heterogeneous_roles_share_only_public_representations(tmp_path, creamfl
     encoders = {s: type(a.model.net.image_encoder).__name__ for s, a in run.algos.items()}
     assert encoders["site-1"] != encoders["site-2"]
     assert sum(p.numel() for p in run.strategy.model.parameters()) > max(sizes.values())
+    # each site's whole private model is in its store, and all of it is declared never to leave
+    for site in CREAMFL_ROLES:
+        stored, meta = SiteStore(tmp_path / "run" / "stores" / site, site).load("model")
+        assert set(stored) == run.algos[site].declaration().private_keys and meta["rounds_done"] == 2
     # the site-side disclosure check: weights, or a representation of a private sample, never leave
     algo = run.algos["site-2"]
     ctx = SiteContext("site-2", load_config("tiny", CREAMFL), store=None, role="image")
@@ -320,16 +329,21 @@ def test_heterogeneous_roles_share_only_public_representations(tmp_path, creamfl
         seal_reply(ctx, algo.declaration(), sneak, asked)
 
 
-def test_flare_simulator_run_with_a_role_mix(tmp_path, creamfl_data_dir):
-    """`run_federated` in the FLARE simulator with a role mix; the server model is evaluated on the test split."""
+def test_flare_simulator_run_with_a_role_mix_then_a_job_restart_from_the_site_stores(tmp_path, creamfl_data_dir):
+    """`run_federated` in the FLARE simulator with a role mix; the server model is evaluated on the test split. Then
+    a second FLARE job resumes the first's persisted server state on the same site stores: every site restores its
+    private model and its round count from its store (a job restart), and no site model reaches the server."""
+    from nvflare.recipe import SimEnv
+
+    from flare_vlp.fl.persistor import MODEL_FILE, read_checkpoint
+    from flare_vlp.recipes import MethodRecipe
     from flare_vlp.recipes.run import run_federated
 
     overrides = {**CREAMFL, "eval": {"linear_probe": False}}
-    summary = run_federated(
-        "tiny", tmp_path / "creamfl", "creamfl", num_rounds=1, local_steps=1, data_dir=creamfl_data_dir,
-        method_args=SETTINGS, overrides=overrides, env="sim", role_mix="image:1,text:1,image_text:1",
-        echo=lambda m: None,
-    )  # fmt: skip
+    spec = RunSpec("creamfl", num_rounds=1, local_steps=1, data=DataSource(data_dir=str(creamfl_data_dir)),
+                   method_settings=SETTINGS, config_overrides=overrides, role_mix="image:1,text:1,image_text:1",
+                   store_dir=str(tmp_path / "stores" / "{site}"))  # fmt: skip
+    summary = run_federated(spec, tmp_path / "creamfl", env="sim", echo=lambda m: None)
     for key in ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@5", "zero_shot_pooled"):
         assert 0 <= summary[key] <= 1
     events = [json.loads(line) for line in (tmp_path / "creamfl" / "metrics.jsonl").read_text().splitlines()]
@@ -337,3 +351,19 @@ def test_flare_simulator_run_with_a_role_mix(tmp_path, creamfl_data_dir):
     assert roles == {"site-1": "image", "site-2": "text", "site-3": "image_text"}
     (rnd,) = [e for e in events if e["event"] == "round"]
     assert rnd["image_clients"] == ["site-1", "site-3"] and rnd["text_clients"] == ["site-2", "site-3"]
+    # the job restart: the same sites, roles and stores, resuming the persisted round 0
+    (checkpoint,) = (tmp_path / "creamfl" / "flare").rglob(MODEL_FILE)
+    saved = read_checkpoint(checkpoint)
+    assert saved["round"] == 0 and saved["params"]  # the server model's global weights
+    resumed = spec.replace(num_rounds=2, role_mix=None, roles=roles, sites=tuple(roles), num_threads=1)
+    recipe = MethodRecipe(resumed, name="creamfl", run_dir=tmp_path / "second", resume_from=checkpoint)
+    second = Path(recipe.run(SimEnv(clients=list(roles), workspace_root=str(tmp_path / "ws"))).get_result())
+    events = [json.loads(line) for line in (tmp_path / "second" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["round"] for e in events if e["event"] == "round"] == [1]  # continued after the persisted round
+    sites = {(e["site"], e["round"], e["rounds_done"]) for e in events if e["event"] == "site"}
+    assert sites == {(site, 1, 2) for site in roles}
+    for site, role in roles.items():
+        assert "restored its model from the site store (1 rounds)" in (second / site / "log.txt").read_text()
+        _, meta = SiteStore(tmp_path / "stores" / site, site).load("model")
+        assert meta["rounds_done"] == 2 and meta["role"] == role
+    assert not list((second / "server").rglob("*.safetensors")), "no site model reaches the server"

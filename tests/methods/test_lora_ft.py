@@ -16,6 +16,7 @@ from flare_vlp.methods.lora_ft.client import STORE_ENTRY
 from flare_vlp.methods.lora_ft.model import default_targets
 from flare_vlp.methods.messages import Message
 from flare_vlp.methods.payload import DisclosureError
+from flare_vlp.methods.run_spec import DataSource, RunSpec
 from flare_vlp.methods.runner import run_in_process
 from flare_vlp.methods.site_store import SiteStore, SiteStoreError
 from flare_vlp.models.lora import add_lora, lora_factor_pairs
@@ -25,10 +26,9 @@ FAST = {"train": {"bn_recalibration_batches": 1}}
 
 
 def _run(method, tmp_path, data_dir, rounds=1, store_dir=None, name="run", **settings):
-    return run_in_process(
-        method, sites=SITES, run_dir=tmp_path / name, num_rounds=rounds, local_steps=2, data_dir=data_dir,
-        method_settings=settings, store_dir=store_dir, config_overrides=FAST,
-    )  # fmt: skip
+    spec = RunSpec(method, method_settings=settings, sites=tuple(SITES), num_rounds=rounds, local_steps=2,
+                   data=DataSource(data_dir=str(data_dir)), store_dir=store_dir, config_overrides=FAST)  # fmt: skip
+    return run_in_process(spec, tmp_path / name)
 
 
 def _events(run_dir):
@@ -63,6 +63,11 @@ def test_fedopal_sends_only_global_adapter_tensors(tmp_path, tiny_data_dir):
     assert all(m["orth_active_step"] == 1 for m in per_site.values())
     rounds = [e for e in _events(run.run_dir) if e["event"] == "round"]
     assert rounds[-1]["bytes_per_client"] == sum(v.nbytes for v in sent.values())
+    # every step is training.step.optimizer_step: a non-finite loss stops the site, naming it and the step
+    with torch.no_grad():
+        algo.model.head.weight.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match=r"site 'site-1' \(fedopal\): non-finite loss nan at step 4"):
+        algo._train_steps(1, lambda: False)
 
 
 def test_personal_state_survives_rounds_and_a_job_restart_and_foreign_entries_are_refused(tmp_path, tiny_data_dir):
@@ -75,7 +80,7 @@ def test_personal_state_survives_rounds_and_a_job_restart_and_foreign_entries_ar
     run = _run("fedopal", tmp_path, tiny_data_dir, rounds=1, store_dir=store_dir, name="b")  # a new job
     _, meta = store.load(STORE_ENTRY)
     assert meta["rounds_done"] == 3 and meta["steps_done"] == 6  # continued from the stored state
-    assert run.algos["site-1"].rounds_done == 3
+    assert run.algos["site-1"].personal.rounds_done == 3
     # an entry of another site: refused, naming the site and the file, and left untouched
     site2 = tmp_path / "stores" / "site-2" / f"{STORE_ENTRY}.safetensors"
     foreign = tmp_path / "foreign" / "site-1"
@@ -176,10 +181,10 @@ def test_hf_vit_query_value_lora_trains():
 def test_monai_vit_fused_qkv_and_conv_targets_train_through_the_method(tmp_path, tiny_data_dir):
     run = _run("fedopal", tmp_path, tiny_data_dir, name="vit", **{})
     assert run.algos["site-1"].adapted == ["image_encoder.stages.3.0"]  # the tiny CNN's last conv (Conv2d LoRA)
-    vit = run_in_process(
-        "fedavg_lora", sites=SITES, run_dir=tmp_path / "vit2", num_rounds=1, local_steps=2, data_dir=tiny_data_dir,
-        config_overrides={**FAST, "model": {"image_encoder": "vit_tiny"}},
-    )  # fmt: skip
+    spec = RunSpec("fedavg_lora", sites=tuple(SITES), num_rounds=1, local_steps=2,
+                   data=DataSource(data_dir=str(tiny_data_dir)),
+                   config_overrides={**FAST, "model": {"image_encoder": "vit_tiny"}})  # fmt: skip
+    vit = run_in_process(spec, tmp_path / "vit2")
     algo = vit.algos["site-1"]
     assert algo.adapted and all(n.endswith(".attn.qkv") for n in algo.adapted)  # MONAI's fused q/k/v projection
     b = [v for k, v in algo.model.state_dict().items() if ".lora_B.global." in k]
@@ -199,10 +204,9 @@ def test_fedopal_runs_in_the_flare_simulator_and_report_shows_mean_and_worst_sit
     from flare_vlp.recipes.run import run_federated
 
     out = tmp_path / "sim"
-    summary = run_federated(
-        "tiny", out, "fedopal", num_rounds=2, local_steps=2, data_dir=tiny_data_dir, env="sim", overrides=FAST,
-        echo=lambda line: None,
-    )  # fmt: skip
+    spec = RunSpec("fedopal", num_rounds=2, local_steps=2, data=DataSource(data_dir=str(tiny_data_dir)),
+                   config_overrides=FAST)  # fmt: skip
+    summary = run_federated(spec, out, env="sim", echo=lambda line: None)
     assert 0 <= summary["bacc_worst"] <= summary["bacc_mean"] <= 1 and 0 <= summary["auc_mean"] <= 1
     written = json.loads((out / "summary.json").read_text())
     assert set(written["per_site"]) == set(SITES)

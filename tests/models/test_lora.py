@@ -96,3 +96,29 @@ def test_dual_encoder_lora_on_both_towers_keeps_heads_trainable():
     assert len(lora_factor_pairs(model, "personal")) == 6
     with pytest.raises(ValueError, match=r"LoRA target 'qkv' matches no nn.Linear / nn.Conv2d in text_encoder"):
         add_lora(build_dual_encoder("vit_tiny", "tiny_bert"), "qkv", towers=("text",))
+
+
+@pytest.mark.parametrize("image_encoder", ["cnn", "vit_tiny"])
+def test_adapter_state_dict_is_peft_and_names_the_lora_payload_tensors(image_encoder):
+    """On the classifiers the LoRA methods build (the tiny CNN's Conv2d LoRA, MONAI ViT's fused qkv), one adapter's
+    peft state dict holds exactly the tensors the method's payload sends under full keys (adapter name included)."""
+    from peft import get_peft_model_state_dict
+
+    from flare_vlp.config import load_config
+    from flare_vlp.experiments.builders import build_model
+    from flare_vlp.methods.lora_ft.model import build_classifier, shared_keys
+
+    cfg = load_config("tiny", {"model": {"image_encoder": image_encoder}})
+    options = {"variant": "fedopal", "rank": 2, "alpha": 4.0, "targets": []}
+    model, _ = build_classifier(build_model(cfg.model, seed=0), 3, options, 0)
+    state = adapter_state_dict(model.encoder, "global")
+    peft_state = get_peft_model_state_dict(model.encoder, adapter_name="global", save_embedding_layers=False)
+    assert state.keys() == peft_state.keys()
+    assert {f"encoder.{k}".replace(".weight", ".global.weight") for k in state} == set(shared_keys(model, options))
+    personal = adapter_state_dict(model.encoder, "personal")
+    assert personal.keys() == state.keys()
+    load_adapter_state_dict(model.encoder, {k: v + 1 for k, v in state.items()}, "global")
+    for key, value in adapter_state_dict(model.encoder, "global").items():
+        assert torch.equal(value, state[key] + 1)
+    for key, value in adapter_state_dict(model.encoder, "personal").items():  # the personal pair stays untouched
+        assert torch.equal(value, personal[key])

@@ -14,15 +14,16 @@ Per round (methods.md section 3, step 2-3; the reference's ``MMClientTrainer`` o
    index), intra-modal MOON style (global positive, own round-start negative), ``tau_r`` 0.5;
 5. reply with its representations of the public subset in its modalities only.
 
-The whole model (and head) is personal state, kept in the site store (entry ``model``, tagged with a fingerprint of
-the role and architecture) and restored when the site or job restarts.
+The whole model (and head) is personal state (:class:`~flare_vlp.methods.site_store.PersonalState`: entry ``model``,
+tagged with a fingerprint of the role and architecture), restored when the site or job restarts. The regulariser
+steps through :func:`~flare_vlp.training.step.optimizer_step` (``train.amp``, ``train.grad_clip``, a finite loss), as
+the private pass does through ``train_loop``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import itertools
-import json
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -42,9 +43,11 @@ from flare_vlp.methods.creamfl.models import (
 from flare_vlp.methods.messages import Message, PayloadKind, Representations, Task, TaskMeta
 from flare_vlp.methods.payload import Declaration
 from flare_vlp.methods.public_set import PublicSet
+from flare_vlp.methods.site_store import PersonalState, fingerprint
 from flare_vlp.training import train_loop
 from flare_vlp.training.loop import set_train_mode
 from flare_vlp.training.objectives import ContrastiveObjective, Objective, batch_to_device
+from flare_vlp.training.step import optimizer_step
 
 __all__ = ["CreamFLClient"]
 
@@ -78,15 +81,9 @@ class CreamFLClient(ClientAlgo):
         )  # fmt: skip
         self.model = RoleModel(self.data.model, site.role, len(self.public.findings))
         self.model.make_trainable(list(model_cfg.frozen))
-        key = json.dumps({"role": site.role, "model": model_cfg.__dict__}, sort_keys=True, default=str)
-        self._fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
-        self.rounds_done = 0
-        stored = site.store.load(STORE_ENTRY, expect={"model": self._fingerprint})
-        if stored is not None:
-            tensors, meta = stored
-            self.model.load_state_dict(tensors, strict=True)
-            self.rounds_done = int(meta.get("rounds_done", 0))
-            site.logger.info(f"site {site.site!r}: restored its model from the site store ({self.rounds_done} rounds)")
+        model_fingerprint = fingerprint({"role": site.role, "model": model_cfg.__dict__})
+        self.personal = PersonalState(site.store, STORE_ENTRY, model_fingerprint)
+        self.personal.restore(self.model, site.logger)
 
     def declaration(self) -> Declaration:
         return Declaration(
@@ -126,13 +123,9 @@ class CreamFLClient(ClientAlgo):
                                float(options["tau_r"]), reg_lr)  # fmt: skip
         arrays = self._represent(ids)
         self.model.cpu()
-        self.rounds_done += 1
-        self.site.store.save(
-            STORE_ENTRY, self.model.state_dict(),
-            {"model": self._fingerprint, "rounds_done": self.rounds_done, "role": self.site.role},
-        )  # fmt: skip
+        self.personal.save(self.model.state_dict(), role=self.site.role)
         metrics = {"train_loss": result.final_loss, "lr": result.last_logs.get("lr", float("nan")), **reg,
-                   "steps": result.steps, "rounds_done": self.rounds_done}  # fmt: skip
+                   "steps": result.steps, "rounds_done": self.personal.rounds_done}  # fmt: skip
         self.site.stream("round", metrics, int(task.round))
         return Message(
             representations=Representations(list(ids), {m: arrays[m] for m in self.modalities}),
@@ -186,9 +179,7 @@ class CreamFLClient(ClientAlgo):
         return options
 
     def _loader(self, ids: list[str], shuffle: bool = False, seed: int = 0):
-        train = self.cfg.train
-        return self.public.loader(ids, self.data.tokenizer, batch_size=train.batch_size,
-                                  max_length=self.cfg.data.max_text_length, shuffle=shuffle, seed=seed)  # fmt: skip
+        return self.public.loader(ids, self.data.tokenizer, self.cfg, shuffle=shuffle, seed=seed)
 
     def _public_batches(self, ids: list[str], steps: int, seed: int) -> Iterator[dict]:
         """The regulariser's batches: one pass over ``ids`` in order (``steps`` 0, the reference's one pass per
@@ -211,9 +202,8 @@ class CreamFLClient(ClientAlgo):
         row = {sample: i for i, sample in enumerate(ids)}
         other = {"image": "text", "text": "image"}
         sums = {"inter": 0.0, "intra": 0.0}
-        steps = 0
-        for batch in batches:
-            batch = batch_to_device(batch, device)
+
+        def forward(batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
             rows = torch.tensor([row[str(i)] for i in batch["id"]])
             loss = torch.zeros((), device=device)
             for modality in self.modalities:
@@ -226,21 +216,23 @@ class CreamFLClient(ClientAlgo):
                         z, banks[modality][rows].to(device), torch.as_tensor(old[modality])[rows].to(device), tau_r
                     )
                     loss, sums["intra"] = loss + intra, sums["intra"] + float(intra.detach())
-            optimizer.zero_grad(set_to_none=True)
-            (weight * loss).backward()
-            optimizer.step()
+            return weight * loss, {}
+
+        where = f"site {self.site.site!r} CreamFL regulariser: "
+        steps = 0
+        for batch in batches:
+            batch = batch_to_device(batch, device)
+            optimizer_step(functools.partial(forward, batch), params=params, optimizer=optimizer, cfg=self.cfg.train,
+                           device=device, step=steps, where=where)  # fmt: skip
             steps += 1
         means = {f"reg_{k}": v / max(steps, 1) for k, v in sums.items() if k in terms}
         return {**means, "reg_steps": steps, "reg_lr": lr}
 
-    @torch.no_grad()
     def _represent(self, ids: list[str]) -> dict[str, np.ndarray]:
         """This client's l2-normalised representations of the public samples ``ids`` (row i = ids[i])."""
-        model, device = self.model, self.site.device
-        model.eval().to(device)
-        parts: dict[str, list] = {m: [] for m in self.modalities}
-        for batch in self._loader(ids):
-            batch = batch_to_device(batch, device)
-            for m in self.modalities:
-                parts[m].append(model.embed(m, batch).float().cpu())
-        return {m: torch.cat(v).numpy() for m, v in parts.items()}
+        return self.public.represent(self.model, ids, self.data.tokenizer, self.cfg, _embed, self.site.device)
+
+
+def _embed(model: RoleModel, batch: dict) -> dict[str, torch.Tensor]:
+    """A client's representations of ``batch`` in each modality of its role."""
+    return {m: model.embed(m, batch) for m in model.modalities}

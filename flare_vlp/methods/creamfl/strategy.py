@@ -22,6 +22,7 @@ model: the run evaluator scores the server model on the held-out test split.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -44,6 +45,7 @@ from flare_vlp.training import train_loop
 from flare_vlp.training.loop import set_train_mode
 from flare_vlp.training.objectives import ContrastiveObjective, batch_to_device
 from flare_vlp.training.schedule import round_window
+from flare_vlp.training.step import optimizer_step
 
 __all__ = ["CreamFLStrategy"]
 
@@ -72,9 +74,7 @@ class CreamFLStrategy(ServerStrategy):
     # -- step 1: the server's public pass and its global representations ------------------------------------
 
     def _loader(self, ids: list[str], shuffle: bool, seed: int = 0):
-        cfg = self.ctx.cfg
-        return self.public.loader(ids, self.tokenizer, batch_size=cfg.train.batch_size,
-                                  max_length=cfg.data.max_text_length, shuffle=shuffle, seed=seed)  # fmt: skip
+        return self.public.loader(ids, self.tokenizer, self.ctx.cfg, shuffle=shuffle, seed=seed)
 
     def train_public(self, rnd: int) -> float:
         """One contrastive pass of the server model over the whole public split (``server_steps`` if set);
@@ -89,16 +89,9 @@ class CreamFLStrategy(ServerStrategy):
         )  # fmt: skip
         return result.final_loss
 
-    @torch.no_grad()
     def represent(self, ids: list[str]) -> dict[str, np.ndarray]:
         """The server model's l2-normalised image and text representations of the public samples ``ids``."""
-        self.model.eval()
-        parts: dict[str, list[torch.Tensor]] = {m: [] for m in MODALITIES}
-        for batch in self._loader(ids, shuffle=False):
-            out = self.model(batch["image"], batch["input_ids"], batch["attention_mask"])
-            parts["image"].append(out.image_embeds.float())
-            parts["text"].append(out.text_embeds.float())
-        return {m: torch.cat(v).numpy() for m, v in parts.items()}
+        return self.public.represent(self.model, ids, self.tokenizer, self.ctx.cfg, _embed)
 
     def prepare_round(self, rnd: int) -> tuple[list[str], dict[str, np.ndarray]]:
         """Train on the public split, then represent the round's public subset (once per round)."""
@@ -156,9 +149,8 @@ class CreamFLStrategy(ServerStrategy):
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.train.weight_decay)
         set_train_mode(self.model)
         row = {sample: i for i, sample in enumerate(ids)}
-        losses = []
-        for batch in self._loader(ids, shuffle=False):
-            batch = batch_to_device(batch, "cpu")
+
+        def forward(batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
             rows = torch.tensor([row[str(i)] for i in batch["id"]])
             loss = torch.zeros(())
             if "image" in sides:
@@ -166,10 +158,14 @@ class CreamFLStrategy(ServerStrategy):
             if "text" in sides:
                 z = self.model.encode_text(batch["input_ids"], batch["attention_mask"])
                 loss = loss + distillation_loss(z, sides["text"][rows])
-            loss = self.config.kd_weight * loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            return self.config.kd_weight * loss, {}
+
+        losses = []
+        for step, batch in enumerate(self._loader(ids, shuffle=False)):
+            loss, _ = optimizer_step(
+                functools.partial(forward, batch_to_device(batch, "cpu")), params=params, optimizer=optimizer,
+                cfg=cfg.train, device="cpu", step=step, where=f"CreamFL server distillation, round {rnd}: ",
+            )  # fmt: skip
             losses.append(float(loss.detach()))
         self.model.eval()
         return float(np.mean(losses))
@@ -177,3 +173,9 @@ class CreamFLStrategy(ServerStrategy):
     def global_weights(self) -> dict[str, np.ndarray]:
         state = self.model.state_dict()
         return to_numpy({k: state[k] for k in self._keys})
+
+
+def _embed(model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+    """The server model's image and text representations of ``batch``."""
+    out = model(batch["image"], batch["input_ids"], batch["attention_mask"])
+    return {"image": out.image_embeds, "text": out.text_embeds}

@@ -2,14 +2,17 @@
 image tower, LoRA adapters and a linear head; the variant (task option ``variant``) decides which adapters exist,
 which tensors travel and which stay in the site store.
 
-Per round: load the received shared tensors, train ``local_steps`` steps of BCE (+ ``mu * R_orth`` between the
-global and personal adapters for FedOPAL), save the site-local tensors (personal adapter, local factors, head) to
-the site store tagged with the site and a model fingerprint, and reply with the shared tensors only. In the last
-round the site also evaluates its personalized model on its own test split, thresholds chosen on its val split,
-and reports only metrics (``test_bacc``, ``test_auc``).
+Per round: load the received shared tensors, train ``local_steps`` steps of BCE (+ ``orth_mu * R_orth`` between
+the global and personal adapters for FedOPAL; each step through :func:`~flare_vlp.training.step.optimizer_step`, so
+under ``train.amp`` and clipped to ``train.grad_clip``), save the site-local tensors (personal adapter, local factors,
+head) as the site's :class:`~flare_vlp.methods.site_store.PersonalState`, and reply with the shared tensors only.
+In the last round the site also evaluates its personalized model on its own test split, thresholds chosen on its
+val split, and reports only metrics (``test_bacc``, ``test_auc``).
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -36,7 +39,9 @@ from flare_vlp.methods.lora_ft.model import (
 )
 from flare_vlp.methods.messages import Message, PayloadKind, Task, TaskMeta
 from flare_vlp.methods.payload import Declaration
+from flare_vlp.methods.site_store import PersonalState
 from flare_vlp.models.lora import lora_factor_pairs
+from flare_vlp.training.step import optimizer_step
 
 __all__ = ["LoraFTClient", "STORE_ENTRY"]
 
@@ -71,7 +76,7 @@ class LoraFTClient(ClientAlgo):
             self.test_loader = build_loader(
                 build_dataset(test, site.cfg.data, train=False), self.data.tokenizer, shuffle=False, **args
             )
-        self.rounds_done = 0
+        self.personal: PersonalState | None = None  # built with the model, on the first task
         self.steps_done = 0
         self.orth_active_step: int | None = None  # first step at which R_orth had a non-zero gradient
 
@@ -86,20 +91,13 @@ class LoraFTClient(ClientAlgo):
         self.model, self.adapted = build_classifier(self.data.model, len(self.findings), self.options, self.cfg.seed)
         self.variant = VARIANTS[self.options["variant"]]
         self._shared = set(shared_keys(self.model, self.options))
-        self._fingerprint = fingerprint(self.cfg.model, self.options, len(self.findings))
-        stored = self.site.store.load(STORE_ENTRY, expect={"model": self._fingerprint})
-        if stored is not None:
-            tensors, meta = stored
-            own = self.model.state_dict()
-            unknown = sorted(set(tensors) - set(own))
-            if unknown:
-                raise ValueError(f"{self.site.store.path(STORE_ENTRY)}: unknown tensors {unknown[:3]} for this model")
-            self.model.load_state_dict(tensors, strict=False)
-            self.rounds_done = int(meta.get("rounds_done", 0))
+        model_fingerprint = fingerprint(self.cfg.model, self.options, len(self.findings))
+        self.personal = PersonalState(self.site.store, STORE_ENTRY, model_fingerprint)
+        meta = self.personal.restore(self.model, self.site.logger, strict=False, what="personal state")
+        if meta is not None:
             self.steps_done = int(meta.get("steps_done", 0))
             active = meta.get("orth_active_step")
             self.orth_active_step = None if active is None else int(active)
-            self.site.logger.info(f"site {self.site.site!r}: restored its personal state ({self.rounds_done} rounds)")
 
     def _local_keys(self) -> list[str]:
         """Site-local state: trainable tensors that are not shared, and the tower's normalisation statistics."""
@@ -122,7 +120,7 @@ class LoraFTClient(ClientAlgo):
     # -- training -----------------------------------------------------------------------------------------------
 
     def _orth_loss(self, branch_out: dict[str, list[torch.Tensor]]) -> torch.Tensor | None:
-        if self.options["variant"] != "fedopal" or self.options["mu"] == 0:
+        if self.options["variant"] != "fedopal" or self.options["orth_mu"] == 0:
             return None
         kind = self.options["orthogonality"]
         if kind == "representations":
@@ -151,38 +149,46 @@ class LoraFTClient(ClientAlgo):
                         handles.append(m.lora_B[name].register_forward_hook(lambda _m, _i, o, n=name: out[n].append(o)))
         return out, handles
 
+    def _loss(self, images: torch.Tensor, labels: torch.Tensor, params: list, branch_out: dict, mu: float):
+        """One batch's ``BCE (+ mu * R_orth)`` and its logs; records the first step at which R_orth has a gradient."""
+        for v in branch_out.values():
+            v.clear()
+        loss = F.binary_cross_entropy_with_logits(self.model(images), labels)
+        logs = {"bce": float(loss.detach())}
+        orth = self._orth_loss(branch_out)
+        if orth is None:
+            return loss, logs
+        logs["orth"] = float(orth.detach())
+        if self.orth_active_step is None:
+            grads = torch.autograd.grad(orth, params, retain_graph=True, allow_unused=True)
+            if any(g is not None and g.abs().sum() > 0 for g in grads):
+                self.orth_active_step = self.steps_done
+        return loss + mu * orth, logs
+
     def _train_steps(self, steps: int, should_abort: ShouldAbort) -> dict[str, float] | None:
         device = self.site.device
         model = self.model.to(device).train()
         self.data.model.text_encoder.eval()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=float(self.options["lr"]), weight_decay=0.0)
-        mu = float(self.options["mu"])
+        mu = float(self.options["orth_mu"])
         branch_out, handles = self._hooks()
-        torch.manual_seed(self.cfg.seed + 1000 * self.rounds_done)
+        torch.manual_seed(self.cfg.seed + 1000 * self.personal.rounds_done)
+        where = f"site {self.site.site!r} ({self.options['variant']}): "
         losses, orth_values, done = [], [], 0
         try:
             while done < steps:
                 for batch in self.data.train_loader:
                     if should_abort():
                         return None
-                    for v in branch_out.values():
-                        v.clear()
                     images = batch[SampleKey.IMAGE].to(device)
                     labels = batch[SampleKey.LABELS].to(device)
-                    loss = F.binary_cross_entropy_with_logits(model(images), labels)
-                    orth = self._orth_loss(branch_out)
-                    total = loss if orth is None else loss + mu * orth
-                    optimizer.zero_grad(set_to_none=True)
-                    if orth is not None and self.orth_active_step is None:
-                        grads = torch.autograd.grad(orth, params, retain_graph=True, allow_unused=True)
-                        if any(g is not None and g.abs().sum() > 0 for g in grads):
-                            self.orth_active_step = self.steps_done
-                    total.backward()
-                    optimizer.step()
-                    losses.append(float(loss.detach()))
-                    if orth is not None:
-                        orth_values.append(float(orth.detach()))
+                    forward = functools.partial(self._loss, images, labels, params, branch_out, mu)
+                    _, logs = optimizer_step(forward, params=params, optimizer=optimizer, cfg=self.cfg.train,
+                                             device=device, step=self.steps_done, where=where)  # fmt: skip
+                    losses.append(logs["bce"])
+                    if "orth" in logs:
+                        orth_values.append(logs["orth"])
                     done += 1
                     self.steps_done += 1
                     if done >= steps:
@@ -208,15 +214,14 @@ class LoraFTClient(ClientAlgo):
         if metrics is None:
             return None
         self.model.cpu()
-        self.rounds_done += 1
-        metrics["rounds_done"] = self.rounds_done
-        if self.options["variant"] == "fedopal":  # the first step at which R_orth had a gradient (-1: not yet)
-            metrics["orth_active_step"] = -1 if self.orth_active_step is None else self.orth_active_step
         state = self.model.state_dict()
-        meta = {"model": self._fingerprint, "rounds_done": self.rounds_done, "steps_done": self.steps_done}
+        meta = {"steps_done": self.steps_done}
         if self.orth_active_step is not None:
             meta["orth_active_step"] = self.orth_active_step
-        self.site.store.save(STORE_ENTRY, {k: state[k] for k in self._local_keys()}, meta)
+        self.personal.save({k: state[k] for k in self._local_keys()}, **meta)
+        metrics["rounds_done"] = self.personal.rounds_done
+        if self.options["variant"] == "fedopal":  # the first step at which R_orth had a gradient (-1: not yet)
+            metrics["orth_active_step"] = -1 if self.orth_active_step is None else self.orth_active_step
         last = task.total_rounds is not None and task.round + 1 >= task.total_rounds
         if last:
             metrics.update(self.personalized_metrics())

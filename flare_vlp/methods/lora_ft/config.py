@@ -36,7 +36,8 @@ class LoraFTConfig:
         targets: module-name suffixes LoRA adapts (``[]``: the encoder's default, see
             :func:`flare_vlp.methods.lora_ft.model.default_targets`).
         rank / alpha: LoRA rank r and scale numerator (update scaled by alpha / r).
-        mu: weight of the orthogonality regulariser (FedOPAL only; 0 switches it off).
+        orth_mu: weight of the orthogonality regulariser (FedOPAL only; 0 switches it off). Not FedProx's ``mu``:
+            a flag name means one thing across methods (``flare-vlp run --orth-mu``).
         orthogonality: ``weights`` / ``subspace`` / ``representations`` (docs/methods.md section 2).
         lr: AdamW learning rate of adapters and head.
         weighting: ``samples`` (n_k) or ``uniform`` averaging of the shared tensors.
@@ -49,20 +50,18 @@ class LoraFTConfig:
     targets: list = setting([], "LoRA target module suffixes ([]: the image encoder's default)")
     rank: int = setting(4, "LoRA rank r")
     alpha: float = setting(8.0, "LoRA alpha (update scaled by alpha / r)")
-    mu: float = setting(0.1, "orthogonality weight mu (FedOPAL)")
+    orth_mu: float = setting(0.1, "FedOPAL orthogonality weight mu of R_orth (0: off)")
     orthogonality: Literal["weights", "subspace", "representations"] = setting(
         "weights", "R_orth kind: weights, subspace or representations"
     )
     lr: float = setting(5e-3, "AdamW learning rate of the adapters and the head")
     init_from: str = setting("", "VLP run folder or .safetensors whose dual encoder the tower starts from")
-    weighting: Literal["samples", "uniform"] = setting(
-        "samples", "site weights of the shared tensors: samples (n_k) or uniform"
-    )
+    weighting: Literal["samples", "uniform"] = setting("samples", "site weights: n_k (samples) or 1/K (uniform)")
 
     def __post_init__(self) -> None:
         check(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
         check(math.isfinite(self.alpha) and self.alpha > 0, "alpha", f"must be > 0, got {self.alpha}")
-        check(math.isfinite(self.mu) and self.mu >= 0, "mu", f"must be >= 0, got {self.mu}")
+        check(math.isfinite(self.orth_mu) and self.orth_mu >= 0, "orth_mu", f"must be >= 0, got {self.orth_mu}")
         from flare_vlp.algorithms.orthogonality import ORTHOGONALITY_KINDS  # torch: only when a config is built
 
         check(self.orthogonality in ORTHOGONALITY_KINDS, "orthogonality", f"must be one of {ORTHOGONALITY_KINDS}")
@@ -75,7 +74,7 @@ class LoraFTConfig:
     def options(self) -> dict:
         """The task options every site gets (plain values)."""
         return {"variant": self.variant, "targets": list(self.targets), "rank": int(self.rank),
-                "alpha": float(self.alpha), "mu": float(self.mu), "orthogonality": self.orthogonality,
+                "alpha": float(self.alpha), "orth_mu": float(self.orth_mu), "orthogonality": self.orthogonality,
                 "lr": float(self.lr), "init_from": self.init_from}  # fmt: skip
 
 

@@ -8,13 +8,12 @@ run's tower, a Hugging Face ViT; LoRA goes where :func:`default_targets` says un
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from flare_vlp.methods import site_store
 from flare_vlp.models.lora import add_lora
 
 __all__ = ["FindingClassifier", "build_classifier", "load_init", "default_targets", "shared_keys", "fingerprint"]
@@ -60,8 +59,7 @@ def fingerprint(cfg_model: object, options: dict, n_labels: int) -> str:
     """A short hash of the model config, the LoRA settings and the label count: a site-store entry of another
     model is refused, not loaded."""
     keys = ("variant", "targets", "rank", "alpha", "init_from")
-    text = json.dumps([cfg_model.__dict__, {k: options.get(k) for k in keys}, n_labels], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return site_store.fingerprint([cfg_model.__dict__, {k: options.get(k) for k in keys}, n_labels])
 
 
 def load_init(dual: nn.Module, init_from: str) -> nn.Module:
