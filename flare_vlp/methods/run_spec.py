@@ -32,7 +32,7 @@ from flare_vlp.methods.registry import DEFAULT_ROLE, assign_roles, config_values
 if TYPE_CHECKING:
     from flare_vlp.data.manifest import Manifest
 
-__all__ = ["DataSource", "RunSpec", "DataFacts", "data_facts"]
+__all__ = ["DataSource", "RunSpec", "DataFacts", "data_facts", "job_path"]
 
 ROLE_SETTING_KEYS = ("config_overrides", "options")
 _DEVICE = re.compile(r"^(cpu|auto|cuda|cuda:\d+)$")
@@ -40,9 +40,9 @@ _SPLIT_HINTS = {"public": "data.synth.public_samples > 0"}
 """The SynthCXR setting that makes a split (for the error that says what is missing)."""
 
 
-def _abs(path: str | Path) -> str:
+def job_path(path: str | Path) -> str:
     """An absolute path for a job config; ``~/...`` and absolute paths stay as they are (a job read on another
-    machine keeps its paths)."""
+    machine keeps its paths, and one under ``~`` works for any user's home)."""
     text = str(path)
     return text if text.startswith("~") or Path(text).is_absolute() else str(Path(text).resolve())
 
@@ -73,7 +73,7 @@ class DataSource:
     def __post_init__(self) -> None:
         for name in ("data_dir", "manifest"):
             if getattr(self, name) is not None:
-                _set(self, name, _abs(getattr(self, name)))
+                _set(self, name, job_path(getattr(self, name)))
         if self.site_map is not None:
             _set(self, "site_map", {str(k): str(v) for k, v in dict(self.site_map).items()})
         if self.data_sites is not None:
@@ -180,7 +180,7 @@ class RunSpec:
         settings = method_config(self.method, self.method_settings, prefix=f"fl.{self.method}.")  # the YAML key
         _set(self, "method_settings", config_values(settings))
         if Path(self.config).suffix:
-            _set(self, "config", _abs(self.config))
+            _set(self, "config", job_path(self.config))
         _set(self, "config_overrides", json.loads(json.dumps(dict(self.config_overrides or {}))) or None)
         if not isinstance(self.data, DataSource):
             _set(self, "data", _from_plain(DataSource, self.data, "data."))

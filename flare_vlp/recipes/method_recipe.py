@@ -32,16 +32,9 @@ from flare_vlp.fl.persistor import GlobalStatePersistor
 from flare_vlp.fl.poc import prepare_poc_env
 from flare_vlp.fl.policy import allow_flare_vlp
 from flare_vlp.methods.registry import DEFAULT_ROLE, get_method
-from flare_vlp.methods.run_spec import DataSource, RunSpec
+from flare_vlp.methods.run_spec import DataSource, RunSpec, job_path
 
 __all__ = ["DataSource", "MethodRecipe", "RunSpec"]
-
-
-def _abs(path: str | Path | None) -> str | None:
-    """Absolute path for the job config; ``~/...`` stays as is so an exported job works for any user's home."""
-    if path is None:
-        return None
-    return str(path) if str(path).startswith("~") else str(Path(path).resolve())
 
 
 class MethodRecipe(Recipe):
@@ -85,13 +78,15 @@ class MethodRecipe(Recipe):
         self.spec = spec
         name = name or method.job_name
         plain = spec.to_dict()
+        run_path = job_path(run_dir) if run_dir is not None else None
+        resume = job_path(resume_from) if resume_from is not None else None
 
         job = FedJob(name=name, min_clients=spec.min_clients)
         job.set_app_packages(["flare_vlp"])
-        job.to_server(GlobalStatePersistor(spec.config, resume_from=_abs(resume_from)), id="persistor")
-        job.to_server(StrategyController(plain, run_dir=_abs(run_dir)))
+        job.to_server(GlobalStatePersistor(spec.config, resume_from=resume), id="persistor")
+        job.to_server(StrategyController(plain, run_dir=run_path))
         # live per-site metrics: the sites' analytics events go to the server as fed events (flare_vlp.fl.analytics)
-        job.to_server(VLPAnalyticsReceiver(run_dir=_abs(run_dir)), id="analytics_receiver")
+        job.to_server(VLPAnalyticsReceiver(run_dir=run_path), id="analytics_receiver")
         to_fed = ConvertToFedEvent(events_to_convert=[ANALYTIC_EVENT_TYPE], fed_event_prefix="fed.")
         if spec.roles or isinstance(spec.device, dict):
             for site in spec.sites:
