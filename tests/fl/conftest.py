@@ -5,11 +5,15 @@
 mutual authentication) for the whole session: test_dashboard reads its dashboard and kits, test_drills runs its
 failure drills on it (each leaves it whole for the next), test_poc runs ``flare-vlp run --env prod`` against it.
 Starting it costs a dashboard, a provisioning and three FLARE processes: once, not once per module.
+
+``fedavg_sim``: ONE FedAvg job in the simulator (``MethodRecipe`` + ``SimEnv``, 3 clients of which 2 have data,
+2 rounds) for the recipe test (test_jobs) and the metric-streaming test (test_analytics).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +57,19 @@ def deployment(tmp_path_factory, tiny_data_dir):
     left = poc_pids(root)
     assert not left, f"processes of the shared deployment survived: {left}"
     assert dashboard.process.poll() is not None
+
+
+@pytest.fixture(scope="session")
+def fedavg_sim(tmp_path_factory, tiny_data_dir) -> dict:
+    """FedAvg, 2 data sites + ``site-3`` without data, 2 rounds, ``min_clients=2``: ``result`` (the simulator's
+    workspace) and ``run_dir`` (metrics.jsonl, tensorboard/, models/)."""
+    from nvflare.recipe import SimEnv
+
+    from flare_vlp.methods.run_spec import DataSource, RunSpec
+    from flare_vlp.recipes import MethodRecipe
+
+    root = tmp_path_factory.mktemp("fedavg_sim")
+    spec = RunSpec("fedavg", num_rounds=2, min_clients=2, data=DataSource(data_dir=str(tiny_data_dir)), local_steps=2,
+                   num_threads=1, config_overrides=FAST)  # fmt: skip
+    result = MethodRecipe(spec, run_dir=root / "run").run(SimEnv(num_clients=3, workspace_root=str(root / "ws")))
+    return {"result": Path(result.get_result()), "run_dir": root / "run"}

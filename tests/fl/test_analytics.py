@@ -18,8 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from flare_vlp.experiments.run_folder import RunFolder
 from flare_vlp.fl.analytics import JsonlAppender, VLPAnalyticsReceiver, numeric_scalars, stream_scalars
 from flare_vlp.fl.executor import ClientAlgoExecutor
-from flare_vlp.methods.run_spec import DataSource, RunSpec
-from flare_vlp.recipes import MethodRecipe
+from flare_vlp.methods.run_spec import RunSpec
 
 FAST = {"train": {"bn_recalibration_batches": 1}}  # a tiny round in about a second
 
@@ -121,14 +120,10 @@ def test_streaming_without_a_flare_engine_sends_nothing():
 
 
 @pytest.mark.slow
-def test_simulator_streams_both_sites_into_the_run_folder(tmp_path, tiny_data_dir):
-    from nvflare.recipe import SimEnv
-
-    run_dir = tmp_path / "run"
-    spec = RunSpec("fedavg", num_rounds=1, min_clients=2, data=DataSource(data_dir=str(tiny_data_dir)), local_steps=2,
-                   num_threads=1, config_overrides=FAST)  # fmt: skip
-    recipe = MethodRecipe(spec, run_dir=run_dir)
-    recipe.run(SimEnv(num_clients=2, workspace_root=str(tmp_path / "ws"))).get_result()
+def test_simulator_streams_both_sites_into_the_run_folder(fedavg_sim):
+    """The session's FedAvg simulator job (tests/fl/conftest.py ``fedavg_sim``): both data sites' streamed metrics
+    reach the run folder's metrics.jsonl and TensorBoard files."""
+    run_dir = fedavg_sim["run_dir"]
     events = _events(run_dir)
     stream = [e for e in events if e["event"] == "stream"]
     for site in ("site-1", "site-2"):

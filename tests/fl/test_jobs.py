@@ -14,7 +14,7 @@ import pytest
 from flare_vlp.config import ConfigError, load_config
 from flare_vlp.experiments.builders import build_model
 from flare_vlp.fl.failure import failure_cause
-from flare_vlp.fl.persistor import MODEL_FILE, load_checkpoint
+from flare_vlp.fl.persistor import MODEL_FILE, load_checkpoint, read_checkpoint
 from flare_vlp.fl.policy import allow_flare_vlp
 from flare_vlp.methods.run_spec import DataSource, RunSpec
 from flare_vlp.recipes import MethodRecipe
@@ -99,14 +99,10 @@ def test_allow_list_keeps_the_defaults_and_adds_flare_vlp(tmp_path):
 
 
 @pytest.mark.slow
-def test_fedavg_recipe_runs_in_simenv(tmp_path, tiny_data_dir):
-    """FedAvg, 2 data sites, 2 rounds; a third client without data fails its tasks and is left out each round."""
-    from nvflare.recipe import SimEnv
-
-    run_dir = tmp_path / "run"
-    spec = RunSpec("fedavg", num_rounds=2, min_clients=2, data=DataSource(data_dir=str(tiny_data_dir)), **SITE_ARGS)
-    recipe = MethodRecipe(spec, run_dir=run_dir)
-    result = recipe.run(SimEnv(num_clients=3, workspace_root=str(tmp_path / "ws"))).get_result()
+def test_fedavg_recipe_runs_in_simenv(fedavg_sim):
+    """FedAvg, 2 data sites, 2 rounds; a third client without data fails its tasks and is left out each round
+    (the session's ``fedavg_sim`` job, tests/fl/conftest.py)."""
+    result, run_dir = fedavg_sim["result"], fedavg_sim["run_dir"]
     saved = Path(result) / "server" / "simulate_job" / "app_server" / MODEL_FILE
     params, last_round = load_checkpoint(saved)
     assert last_round == 1
@@ -128,16 +124,19 @@ def test_fedavg_recipe_runs_in_simenv(tmp_path, tiny_data_dir):
 
 
 @pytest.mark.slow
-def test_exported_fedprox_job_runs_in_nvflare_simulator(tmp_path, tiny_data_dir):
-    job = export_jobs(tmp_path / "jobs", config="tiny", data_dir=tiny_data_dir, num_rounds=2, n_clients=2, **SITE_ARGS)
+def test_exported_job_runs_in_nvflare_simulator(tmp_path, tiny_data_dir):
+    """The exported FedAID job (weights averaged with DRO site weights, one task a round) under `nvflare simulator`,
+    as a user runs a job folder: 2 rounds averaged, the DRO weights persisted with the global model."""
+    jobs = export_jobs(tmp_path / "jobs", config="tiny", data_dir=tiny_data_dir, num_rounds=2, n_clients=2, **SITE_ARGS)
     workspace = tmp_path / "ws"
     allow_flare_vlp(workspace / "local")
     nvflare = Path(sys.executable).with_name("nvflare")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [str(nvflare), "simulator", str(job["fedprox"]), "-w", str(workspace), "-n", "2", "-t", "2"]
+    cmd = [str(nvflare), "simulator", str(jobs["fedaid"]), "-w", str(workspace), "-n", "2", "-t", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    _, last_round = load_checkpoint(workspace / "server" / "simulate_job" / "app_server" / MODEL_FILE)
-    assert last_round == 1
+    ckpt = read_checkpoint(workspace / "server" / "simulate_job" / "app_server" / MODEL_FILE)
+    assert ckpt["round"] == 1 and set(ckpt["state"]["lambda"]) == {"site-1", "site-2"}
     log = (workspace / "server" / "log.txt").read_text()
     assert "round 1 train: averaged ['site-1', 'site-2']" in log
+    assert "DRO weights" in log and "train_deep" not in log
