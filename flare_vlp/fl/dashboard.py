@@ -17,10 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 import zlib
@@ -32,6 +30,7 @@ import requests
 from flare_vlp.fl.policy import allow_flare_vlp
 from flare_vlp.fl.provision import LOOPBACK_SERVER, free_port
 from flare_vlp.fl.system import keep_server_storage_in_kit
+from flare_vlp.utils.io import atomic_output_dir
 
 __all__ = ["API_PREFIX", "DashboardAPI", "DashboardError", "DashboardServer", "Kits", "provision_with_dashboard"]
 
@@ -196,8 +195,8 @@ def unlock_kit(zip_path: str | Path, dest: str | Path, pin: str) -> Path:
     if dest.exists() and not (dest / "startup").is_dir():
         raise DashboardError(f"{zip_path}: cannot unlock the startup kit into {dest}: it exists and is not a kit")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    # an older kit of this name (a re-provisioned project) is replaced whole, never merged
+    with atomic_output_dir(dest, overwrite=True) as staging:
         try:
             with zipfile.ZipFile(zip_path) as z:
                 z.extractall(staging, pwd=pin.encode())
@@ -205,11 +204,6 @@ def unlock_kit(zip_path: str | Path, dest: str | Path, pin: str) -> Path:
             raise DashboardError(f"{zip_path}: cannot unlock the startup kit (wrong PIN or damaged zip): {e}") from e
         for script in staging.glob("startup/*.sh"):
             script.chmod(0o755)
-        if dest.exists():  # an older kit of this name (a re-provisioned project): replaced whole, never merged
-            shutil.rmtree(dest)
-        os.replace(staging, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # what a failed extraction left (gone once moved into place)
     return dest
 
 
