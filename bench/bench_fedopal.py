@@ -35,25 +35,24 @@ OVERRIDES = {
 }  # fmt: skip
 ROUNDS, LOCAL_STEPS = 10, 8
 BASELINES = ["local_lora", "fedavg_lora", "ffa_lora", "fedsa_lora", "fedavg_full"]
-ABLATIONS = {"fedopal_mu0": ("fedopal", {"mu": 0.0})}
+ABLATIONS = {"fedopal_mu0": ("fedopal", {"orth_mu": 0.0})}
 """Exploratory runs added after the main grid (docs/benchmarks.md says so): name -> (method, its settings)."""
 RUNS = ["fedopal", *BASELINES, *ABLATIONS]
 METRICS = ["bacc_mean", "bacc_worst", "auc_mean", "auc_worst"]
 
 
 def run_one(name: str, seed: int, out: Path, fresh: bool, log) -> dict:
-    from flare_vlp.recipes.run import run_federated
+    from flare_vlp.recipes.run import DataSource, RunSpec, run_federated
 
     method, method_args = ABLATIONS.get(name, (name, {}))
     run_dir = out / f"{name}_s{seed}"
     if (run_dir / "summary.json").is_file() and not fresh:
         return json.loads((run_dir / "summary.json").read_text())
     start = time.time()
-    run_federated(
-        CONFIG, run_dir, method, num_rounds=ROUNDS, local_steps=LOCAL_STEPS, overwrite=True, method_args=method_args,
-        overrides={**OVERRIDES, "seed": seed}, env="inprocess", data_dir=out / f"synthcxr_s{seed}",
-        echo=lambda line: None,
-    )  # fmt: skip
+    data = DataSource(data_dir=str(out / f"synthcxr_s{seed}"))
+    spec = RunSpec(method, method_settings=method_args, config=CONFIG, config_overrides={**OVERRIDES, "seed": seed},
+                   num_rounds=ROUNDS, local_steps=LOCAL_STEPS, data=data)  # fmt: skip
+    run_federated(spec, run_dir, env="inprocess", overwrite=True, echo=lambda line: None)
     data = json.loads((run_dir / "summary.json").read_text())
     events = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     rounds = [e for e in events if e["event"] == "round"]
