@@ -32,7 +32,7 @@ from flare_vlp.methods.registry import DEFAULT_ROLE, assign_roles, config_values
 if TYPE_CHECKING:
     from flare_vlp.data.manifest import Manifest
 
-__all__ = ["DataSource", "RunSpec", "DataFacts", "data_facts", "job_path"]
+__all__ = ["DataSource", "RunSpec", "DataFacts", "data_facts", "job_path", "training_sites"]
 
 ROLE_SETTING_KEYS = ("config_overrides", "options")
 _DEVICE = re.compile(r"^(cpu|auto|cuda|cuda:\d+)$")
@@ -92,6 +92,13 @@ class DataSource:
         return run_manifest(cfg, self.data_dir, self.manifest)
 
 
+def training_sites(rows: Manifest) -> list[str]:
+    """The data sites that train, in manifest order: those with train rows (an unseen site has test rows only, the
+    public split's rows are no site's)."""
+    trained = {r.site for r in rows if r.split == "train"}
+    return [s for s in rows.sites if s in trained]
+
+
 @dataclass(frozen=True)
 class DataFacts:
     """What a run's data holds, known before it is generated: where it is (for messages), its training data sites
@@ -114,11 +121,9 @@ def data_facts(cfg: ExperimentConfig, data: DataSource, config_name: str) -> Dat
     from flare_vlp.experiments.builders import synth_config
 
     manifest = data.manifest or cfg.data.manifest
-    if manifest is not None:  # its training sites: those with train rows (the test-only unseen sites have none)
+    if manifest is not None:
         rows = read_manifest(manifest, **cfg.data.read_options())
-        trained = {r.site for r in rows if r.split == "train"}
-        sites = [s for s in rows.sites if s in trained]
-        return DataFacts(f"manifest {manifest}", sites, {r.split for r in rows}, synthetic=False)
+        return DataFacts(f"manifest {manifest}", training_sites(rows), {r.split for r in rows}, synthetic=False)
     if data.data_dir is None:
         raise ValueError(f"config {config_name!r}: no data source; give `data_dir` or `manifest` (or data.manifest)")
     synth = synth_config(cfg)
