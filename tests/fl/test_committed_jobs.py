@@ -33,6 +33,12 @@ def test_cli_run_fedavg_then_report(tiny_data_dir, tmp_path, capsys):
     assert main([*args, "--data-dir", str(data_dir), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "fedavg" and 0 <= summary["summary"]["zero_shot_pooled"] <= 1
+    # the headline is the evaluation of the trained global model: its groups, combined as documented
+    groups, headline = summary["eval"]["groups"], summary["summary"]
+    assert headline["zero_shot_pooled"] == groups["pooled"]["zero_shot"]["macro"]
+    assert headline["zero_shot_worst_site"] == min(groups[s]["zero_shot"]["macro"] for s in ("site-1", "site-2"))
+    assert headline["i2t_R@5"] == groups["pooled"]["retrieval"]["i2t_R@5"]
+    assert headline != summary["floor"], "the trained global model must not score exactly as the untrained one"
     assert (out / "models" / "global.safetensors").is_file() and (out / "flare").is_dir()
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {(e["site"], e["round"]) for e in events if e["event"] == "site"} == {("site-1", 0), ("site-2", 0)}
