@@ -346,6 +346,11 @@ def test_flare_simulator_run_with_a_role_mix_then_a_job_restart_from_the_site_st
     summary = run_federated(spec, tmp_path / "creamfl", env="sim", echo=lambda m: None)
     for key in ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@5", "zero_shot_pooled"):
         assert 0 <= summary[key] <= 1
+    written = json.loads((tmp_path / "creamfl" / "summary.json").read_text())  # the server model's evaluation
+    pooled = written["eval"]["groups"]["pooled"]
+    assert written["summary"] == summary and summary["zero_shot_pooled"] == pooled["zero_shot"]["macro"]
+    assert all(summary[k] == pooled["retrieval"][k] for k in ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@5"))
+    assert summary != written["floor"], "the trained server model must not score exactly as the untrained one"
     events = [json.loads(line) for line in (tmp_path / "creamfl" / "metrics.jsonl").read_text().splitlines()]
     roles = {e["site"]: e["role"] for e in events if e["event"] == "site"}
     assert roles == {"site-1": "image", "site-2": "text", "site-3": "image_text"}
