@@ -75,13 +75,13 @@ def test_recipes_fail_at_construction():
     data = DataSource(data_dir="x")
     with pytest.raises(ValueError, match="no data source; give `data_dir`"):
         MethodRecipe(RunSpec("fedavg", config="tiny", min_clients=2))
-    with pytest.raises(ValueError, match="fl.mu"):
+    with pytest.raises(ValueError, match=r"`fl\.fedprox\.mu` must be > 0"):
         RunSpec("fedprox", config="tiny", data=data, method_settings={"mu": 0})
     with pytest.raises(ConfigError, match="no config file or preset"):
         MethodRecipe(RunSpec("fedavg", config="tiyn", data=data, min_clients=2))
     with pytest.raises(ValueError, match="did you mean 'feddra'"):
         RunSpec("fedrda", data=data)
-    with pytest.raises(ConfigError, match="fl.rhoo"):
+    with pytest.raises(ConfigError, match=r"`fl\.feddra\.rhoo`"):
         RunSpec("feddra", data=data, method_settings={"rhoo": 1})
     with pytest.raises(ValueError, match="give `roles`"):
         MethodRecipe(RunSpec("creamfl", data=data, min_clients=2, config_overrides=PUBLIC))
