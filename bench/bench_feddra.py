@@ -188,8 +188,8 @@ def finding_table(out: Path, names: list[str], seeds: list[int], group: str = "p
 
 
 def plot_lambdas(out: Path, names: list[str], seeds: list[int]) -> list[Path]:
-    from flare_vlp.experiments.plots import plot_dro_weights
-    from flare_vlp.recipes.run import dro_trajectories
+    from flare_vlp.experiments.plots import plot_site_weights
+    from flare_vlp.methods.feddra.plots import dro_trajectories
 
     paths = []
     for name in names:
@@ -199,7 +199,8 @@ def plot_lambdas(out: Path, names: list[str], seeds: list[int]) -> list[Path]:
             if lambdas:
                 path = out / "plots" / f"lambda_{name}_seed{seed}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                paths.append(plot_dro_weights(lambdas, path, title=f"{name}, seed {seed}: lambda per round"))
+                title = f"{name}, seed {seed}: lambda per round"
+                paths.append(plot_site_weights(lambdas, path, title=title, ylabel="lambda (aggregation weight)"))
     return paths
 
 

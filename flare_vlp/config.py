@@ -89,7 +89,9 @@ class ModelConfig:
     text_kwargs: dict = _f({}, "keyword arguments of the text encoder (e.g. path for hf_text)")
     embed_dim: int = _f(128, "shared embedding dimension")
     align_block: bool = _f(True, "a residual 'align' block per tower before the projection head")
-    deep_encoder_blocks: int = _f(0, "last encoder blocks that also count as 'deep' (FedDRA stage 1)")
+    deep_encoder_blocks: int = _f(
+        0, "last blocks of each encoder that also belong to the 'deep' parameter group (align blocks + heads + tau)"
+    )
     init_temperature: float = _f(0.07, "initial softmax temperature tau")
     learnable_temperature: bool = _f(True, "learn log(1/tau), CLIP-style, clamped at max_logit_scale")
     max_logit_scale: float = _f(100.0, "upper clamp of 1/tau")
@@ -124,7 +126,6 @@ class TrainConfig:
     positives: Literal["labels", "dedupe", "diagonal"] = _f(
         "labels", "contrastive positives: identical label vectors (labels), de-duplicate (dedupe), plain CLIP"
     )
-    prox_mu: float = _f(0.0, "FedProx proximal weight mu (0 = off)")
     amp: Literal["auto", "off", "bf16"] = _f("auto", "bf16 autocast: auto = on GPU only")
     log_every: int = _f(20, "steps between logged loss lines")
     warm_frozen: dict = _f(
@@ -144,7 +145,6 @@ class TrainConfig:
         )
         _check(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         _check(0 <= self.warmup_fraction < 1, "train.warmup_fraction", f"must be in [0, 1), got {self.warmup_fraction}")
-        _check(self.prox_mu >= 0, "train.prox_mu", f"must be >= 0, got {self.prox_mu}")
         for group, n in self.warm_frozen.items():
             _check(isinstance(n, int) and n >= 0, f"train.warm_frozen.{group}", f"must be an int >= 0, got {n!r}")
 
@@ -206,6 +206,17 @@ def _type_ok(value: Any, tp: Any) -> bool:
     return isinstance(value, tp)
 
 
+RETIRED: dict[str, tuple[Any, str]] = {
+    "train.prox_mu": (
+        0.0,
+        "the proximal weight is a method setting now: FedProx's `fl.fedprox.mu` (flare-vlp run --method fedprox --mu)",
+    ),
+}
+"""Keys that left the experiment config -> (their old default, where the setting lives now). A file that still holds
+the old default (every run folder's config.yaml written before) loads, the key ignored; any other value is refused
+with the pointer, never silently dropped."""
+
+
 def config_from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types by dotted path."""
     data = {} if data is None else data
@@ -216,6 +227,11 @@ def config_from_dict(cls: type, data: dict | None, prefix: str = "") -> Any:
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}{key}"
+        if key not in names and path in RETIRED:
+            default, moved = RETIRED[path]
+            if value == default and not isinstance(value, bool):
+                continue
+            raise ConfigError(f"`{path}` is no longer an experiment setting ({value!r}): {moved}")
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean `{prefix}{close[0]}`?)" if close else ""

@@ -73,3 +73,17 @@ def test_file_errors_name_the_file(tmp_path):
         load_config("tinyy")
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_retired_key_loads_at_its_old_default_and_is_refused_otherwise(tmp_path):
+    """``train.prox_mu`` left the experiment config (FedProx's ``mu`` is a method setting): a file that holds its old
+    default, as every run folder's config.yaml written before does, still loads; any other value is refused with the
+    place the setting lives now, never silently dropped."""
+    old = config_to_dict(load_config("tiny"))
+    old["train"]["prox_mu"] = 0.0
+    path = tmp_path / "old_run_config.yaml"
+    path.write_text(yaml.safe_dump(old))
+    assert load_config(path) == load_config("tiny")
+    moved = r"`train\.prox_mu` is no longer an experiment setting \(0\.05\).*fl\.fedprox\.mu"
+    with pytest.raises(ConfigError, match=moved):
+        config_from_dict(ExperimentConfig, {"train": {"prox_mu": 0.05}})

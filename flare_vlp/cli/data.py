@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--scenario", default="default", help="preset: default, iid, small_shifted_site, noisy_reports")
     s.add_argument("--test-per-site", type=int, default=None, help="label-balanced test images per site")
     s.add_argument("--unseen-site", action="store_true", help="also generate a held-out 'unseen' site (test only)")
-    s.add_argument("--public", type=int, default=0, help="public-split samples (for CreamFL)")
+    s.add_argument("--public", type=int, default=0, help="public-split samples (for methods that read one)")
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
     s.set_defaults(func=_synth)

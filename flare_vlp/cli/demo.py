@@ -1,11 +1,12 @@
 """``flare-vlp demo``: the README's main job — a small federated comparison on SynthCXR.
 
 Generates the SynthCXR federation of the ``demo`` preset (5 heterogeneous sites + an unseen site), then trains and
-evaluates the centralized and local-only baselines, FedAvg and FedDRA in the FLARE simulator with the same model, data
-and evaluation, and prints the comparison table (the untrained floor included) and one figure: each run's zero-shot AUC
-per site side by side and FedDRA's site weights per round. Local-only sites train as many steps as each site trains in
-the federation (``fl.rounds * fl.local_steps``); the frozen trunk's features are cached on disk under ``OUT`` once and
-read by every run and simulator process.
+evaluates the centralized and local-only baselines and the demo's federated methods (those whose registry entry has
+``demo`` settings, in registration order: FedAvg and FedDRA) in the FLARE simulator with the same model, data and
+evaluation, and prints the comparison table (the untrained floor included) and one figure: each run's zero-shot AUC
+per site side by side and the last method's site weights per round (FedDRA's lambda). Local-only sites train as many
+steps as each site trains in the federation (``fl.rounds * fl.local_steps``); the frozen trunk's features are cached
+on disk under ``OUT`` once and read by every run and simulator process.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ import argparse
 import time
 from pathlib import Path
 
-__all__ = ["add_parser", "DEMO_FEDDRA"]
-
-DEMO_FEDDRA = {"rho": 0.1, "eta": 0.5, "anchor_weight": 1.0, "stage1_steps": 3, "dro_batches": 8, "dro_batch_size": 16}
-"""FedDRA in the demo: the v3 benchmark's settings (docs/benchmarks.md): stage 1 = 3 deep-only steps; the DRO signal
-on 8 seeded batches of 16 val rows at every site (the demo's smallest val split has ~25 rows)."""
+__all__ = ["add_parser"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the main demo: centralized vs local-only vs FedAvg vs FedDRA on SynthCXR")
+    from flare_vlp.methods.registry import demo_methods
+
+    line_up = " vs ".join(["centralized", "local-only", *demo_methods()])
+    p = sub.add_parser("demo", help=f"the main demo: {line_up} on SynthCXR")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder of the runs (default runs/demo)")
     p.add_argument("--config", default="demo", help="preset name or YAML path (default: demo)")
     p.add_argument("--rounds", type=int, default=None, help="federated rounds (default: the config's fl.rounds)")
@@ -35,9 +35,10 @@ def _demo(args: argparse.Namespace) -> int:
     from flare_vlp.experiments.baselines import run_baseline
     from flare_vlp.experiments.builders import default_data_dir, prepare_manifest
     from flare_vlp.experiments.plots import plot_overview
-    from flare_vlp.experiments.report import compare_runs, per_site_scores
+    from flare_vlp.experiments.report import compare_runs, per_site_scores, site_weights_by_round
     from flare_vlp.experiments.run_folder import load_summary
-    from flare_vlp.recipes.run import dro_trajectories, run_federated
+    from flare_vlp.methods.registry import demo_methods, report_columns
+    from flare_vlp.recipes.run import run_federated
 
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -56,20 +57,22 @@ def _demo(args: argparse.Namespace) -> int:
     run_baseline(cfg, args.out / "centralized", "centralized", data_dir=data_dir, overwrite=True)
     local = merge_overrides(no_floor, {"train": {"steps": rounds * local_steps}} if local_steps else {})
     run_baseline(load_config(args.config, local), args.out / "local", "local", data_dir=data_dir, overwrite=True)
-    for method, method_args in (("fedavg", None), ("feddra", DEMO_FEDDRA)):
+    line_up = demo_methods()
+    for method, method_args in line_up.items():
         run_federated(
             args.config, args.out / method, method, num_rounds=rounds, local_steps=local_steps, data_dir=data_dir,
             overwrite=True, overrides=no_floor, method_args=method_args,
         )  # fmt: skip
-    names = ("centralized", "local", "fedavg", "feddra")
+    names = ("centralized", "local", *line_up)
     runs = [args.out / name for name in names]
-    table = compare_runs(runs, plot_path=args.out / "compare.png")
+    table = compare_runs(runs, plot_path=args.out / "compare.png", columns=report_columns())
     floor = load_summary(runs[0]).get("floor", {}).get("zero_shot_pooled")
     figure = plot_overview(
         {name: per_site_scores(run) for name, run in zip(names, runs)},
-        dro_trajectories(args.out / "feddra" / "metrics.jsonl"),
+        site_weights_by_round(runs[-1] / "metrics.jsonl"),
         args.out / "demo.png",
         floor=floor,
+        weights_title=f"{names[-1]}: site weights per round",
     )
     print(f"\n## flare_vlp demo ({args.config}): SynthCXR, {time.perf_counter() - t0:.0f} s\n")
     print(table)

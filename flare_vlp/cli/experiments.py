@@ -58,8 +58,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from flare_vlp.experiments.report import compare_runs
+    from flare_vlp.methods.registry import report_columns
 
-    print(compare_runs(args.runs, plot_path=args.plot))
+    print(compare_runs(args.runs, plot_path=args.plot, columns=report_columns()))
     if args.plot:
         print(f"wrote {args.plot}")
     return 0

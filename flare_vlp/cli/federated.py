@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from flare_vlp.cli.method_args import add_method_arguments, fl_settings, given_method_arguments
-from flare_vlp.methods.registry import method_names
+from flare_vlp.methods.registry import get_method, method_names
 
 __all__ = ["add_parsers"]
 
@@ -45,7 +45,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--roles",
         default=None,
         help="site roles of a multi-role method as role:count pairs mapped onto the sites in order, e.g. "
-        "image:2,text:1,image_text:2 for creamfl (default: the method's default roles, cycled)",
+        "image:2,text:1,image_text:2 (default: the method's default roles, cycled)",
     )
     add_method_arguments(r)
     r.add_argument("--data-dir", type=Path, default=None, help="SynthCXR folder (default: OUT/../data/synthcxr-<hash>)")
@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         startup_kit=args.startup_kit, username=args.username, clients=args.sites.split(",") if args.sites else None,
         timeout=args.timeout, device=args.device or fl["device"], role_mix=args.roles,
     )  # fmt: skip
-    print(comparison_table({args.method: summary}))
+    print(comparison_table({args.method: summary}, extra=get_method(args.method).report_columns))
     return 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_losses", "plot_comparison", "plot_dro_weights"]
+__all__ = ["plot_losses", "plot_comparison", "plot_site_weights", "plot_overview"]
 
 
 def _plt():
@@ -73,18 +73,22 @@ def plot_comparison(rows: Mapping[str, Mapping[str, float]], metrics: Sequence[s
     return Path(path)
 
 
-def plot_dro_weights(
-    trajectories: Mapping[str, Sequence[float]], path: str | Path, title: str = "DRO site weights"
+def plot_site_weights(
+    trajectories: Mapping[str, Sequence[float]],
+    path: str | Path,
+    title: str = "site weights",
+    ylabel: str = "aggregation weight",
 ) -> Path:
-    """lambda_k per round, one line per site, with the uniform weight 1/K dashed (FedDRA's telling diagnostic)."""
+    """A site weight per round, one line per site, with the uniform weight 1/K dashed (e.g. a robust aggregation's
+    weights: whom they favour, and whether they settle)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-    _dro_lines(ax, trajectories)
-    return _save_lines(plt, fig, ax, path, "round", "lambda (aggregation weight)", title)
+    _weight_lines(ax, trajectories)
+    return _save_lines(plt, fig, ax, path, "round", ylabel, title)
 
 
-def _dro_lines(ax, trajectories: Mapping[str, Sequence[float]]) -> None:
-    """lambda_k per round, one line per site, and the uniform weight 1/K dashed."""
+def _weight_lines(ax, trajectories: Mapping[str, Sequence[float]]) -> None:
+    """A weight per round, one line per site, and the uniform weight 1/K dashed."""
     for site, values in sorted(trajectories.items()):
         ax.plot(np.arange(len(values)), values, marker="o", ms=3, lw=1.4, label=site)
     if trajectories:
@@ -93,15 +97,16 @@ def _dro_lines(ax, trajectories: Mapping[str, Sequence[float]]) -> None:
 
 def plot_overview(
     per_site: Mapping[str, Mapping[str, float]],
-    lambdas: Mapping[str, Sequence[float]],
+    weights: Mapping[str, Sequence[float]],
     path: str | Path,
     metric: str = "zero-shot macro AUC",
     floor: float | None = None,
+    weights_title: str = "site weights per round",
 ) -> Path:
-    """One figure to read at a glance: ``metric`` per site side by side for every run (left) and the DRO weights per
-    round (right; omitted when there are none)."""
+    """One figure to read at a glance: ``metric`` per site side by side for every run (left) and one run's site
+    weights per round (right, titled ``weights_title``; omitted when there are none)."""
     plt = _plt()
-    ncols = 2 if lambdas else 1
+    ncols = 2 if weights else 1
     fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 3.8), dpi=110, squeeze=False)
     ax = axes[0, 0]
     runs = list(per_site)
@@ -122,12 +127,12 @@ def plot_overview(
     ax.set_title(f"{metric} per test site")
     ax.legend(fontsize=7, ncol=min(3, len(runs) + 1))
     ax.grid(axis="y", alpha=0.3)
-    if lambdas:
+    if weights:
         ax = axes[0, 1]
-        _dro_lines(ax, lambdas)
+        _weight_lines(ax, weights)
         ax.set_xlabel("round")
-        ax.set_ylabel("lambda (aggregation weight)")
-        ax.set_title("FedDRA site weights per round")
+        ax.set_ylabel("aggregation weight")
+        ax.set_title(weights_title)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()

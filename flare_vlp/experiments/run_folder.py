@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from flare_vlp.config import ExperimentConfig
 from flare_vlp.utils.io import atomic_write_text
 
-__all__ = ["RunFolder", "load_summary", "json_safe"]
+__all__ = ["RunFolder", "load_summary", "json_safe", "read_events"]
 
 
 def json_safe(obj: Any) -> Any:
@@ -99,3 +99,12 @@ def load_summary(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a run folder (no summary.json)")
     return json.loads(path.read_text())
+
+
+def read_events(metrics: str | Path, kind: str | None = None) -> list[dict]:
+    """The records of a run's ``metrics.jsonl`` (those of ``event == kind`` when given); none when it is missing."""
+    path = Path(metrics)
+    if not path.is_file():
+        return []
+    events = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return [e for e in events if kind is None or e.get("event") == kind]

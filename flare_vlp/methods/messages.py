@@ -35,17 +35,17 @@ class PayloadKind(str, Enum):
 
 
 class TaskName:
-    """FLARE task names. FedDRA's stage 1 is its own task, so FLARE's logs and traffic show each phase apart.
+    """The FLARE task names of the platform. A method may add training tasks of its own (a phase of its round with
+    its own name, so FLARE's logs and traffic show the phases apart): its client algorithm declares every name it
+    trains on (:attr:`~flare_vlp.methods.payload.Declaration.train_tasks`) and the hosts dispatch by that.
 
     Attributes:
-        TRAIN: a training task (FLARE's ``train``; stage 2 of FedDRA).
-        TRAIN_DEEP: FedDRA stage 1, the deep groups only.
+        TRAIN: a training task (FLARE's ``train``).
         VALIDATE: evaluate the received global state on the site's val split.
         SUBMIT: the site's current shareable state.
     """
 
     TRAIN = "train"
-    TRAIN_DEEP = "train_deep"
     VALIDATE = "validate"
     SUBMIT = "submit_model"
 

@@ -35,6 +35,8 @@ __all__ = [
     "fl_settings",
     "FL_RUN_KEYS",
     "assign_roles",
+    "report_columns",
+    "demo_methods",
 ]
 
 DEFAULT_ROLE = "default"
@@ -66,6 +68,14 @@ class MethodSpec:
         summary: one line for listings and job folders.
         job_name: the exported job folder's name.
         recipe: class path of the FLARE recipe that builds its job (the generic one unless the method needs more).
+        plots: class paths of the functions that draw the method's own plots of a finished run, each called as
+            ``fn(run_dir, method) -> list[Path]`` after the evaluation: they read the run's ``metrics.jsonl`` and
+            write into its ``plots/`` folder (e.g. FedDRA's site weights per round).
+        report_columns: summary keys its runs report after (or, with no global model, instead of) the headline of
+            ``flare-vlp report`` (:func:`flare_vlp.experiments.report.compare_runs`), e.g. a personalized method's
+            per-site scores.
+        demo: its settings when ``flare-vlp demo`` runs it (``None``: the demo leaves it out); the demo runs its
+            methods in registration order.
         default_roles: how sites get roles when a job does not say: the roles given to the sites in order, cycled
             (``None``: every site has :data:`DEFAULT_ROLE`).
         job_overrides: config overrides every exported job of the method needs (e.g. a public split).
@@ -80,6 +90,9 @@ class MethodSpec:
     summary: str
     job_name: str = ""
     recipe: str = "flare_vlp.recipes.method_recipe.MethodRecipe"
+    plots: tuple[str, ...] = ()
+    report_columns: tuple[str, ...] = ()
+    demo: Mapping[str, Any] | None = None
     default_roles: tuple[str, ...] | None = None
     job_overrides: Mapping[str, Any] = field(default_factory=dict)
     evaluator: str = "flare_vlp.experiments.federated_eval.evaluate_global_model"
@@ -96,6 +109,11 @@ class MethodSpec:
             raise ValueError(
                 f"method {self.name!r}: default_roles {unknown} are not among its roles {sorted(self.roles)}"
             )
+        for key in ("plots", "report_columns"):
+            if isinstance(getattr(self, key), str):
+                raise TypeError(
+                    f"method {self.name!r}: {key} must be a tuple of strings, got the string {getattr(self, key)!r}"
+                )
 
     def strategy_cls(self) -> type:
         return resolve(self.strategy)
@@ -176,6 +194,19 @@ def method_names() -> list[str]:
     """Registered method names, in registration order."""
     _ensure_loaded()
     return list(_REGISTRY)
+
+
+def report_columns() -> dict[str, tuple[str, ...]]:
+    """Method -> the columns its runs add to a report (:attr:`MethodSpec.report_columns`), for every method with
+    some: what ``flare-vlp report`` hands :func:`~flare_vlp.experiments.report.compare_runs`."""
+    _ensure_loaded()
+    return {name: spec.report_columns for name, spec in _REGISTRY.items() if spec.report_columns}
+
+
+def demo_methods() -> dict[str, dict[str, Any]]:
+    """Method -> its settings in ``flare-vlp demo`` (:attr:`MethodSpec.demo`), in registration order."""
+    _ensure_loaded()
+    return {name: dict(spec.demo) for name, spec in _REGISTRY.items() if spec.demo is not None}
 
 
 def method_config(name: str, values: Mapping[str, Any] | None = None, prefix: str = "fl.") -> Any:

@@ -19,12 +19,12 @@ from flare_vlp.config import load_config
 from flare_vlp.evaluation import is_unseen
 from flare_vlp.experiments.builders import default_data_dir, prepare_manifest
 from flare_vlp.experiments.convergence import convergence, global_loss_by_round
-from flare_vlp.experiments.plots import plot_dro_weights, plot_losses
+from flare_vlp.experiments.plots import plot_losses
 from flare_vlp.experiments.run_folder import RunFolder
 from flare_vlp.methods.registry import assign_roles, config_values, get_method, method_config, resolve
 from flare_vlp.utils.io import atomic_output_dir
 
-__all__ = ["ENVS", "dro_trajectories", "run_federated"]
+__all__ = ["ENVS", "run_federated"]
 
 
 ENVS = ("sim", "poc", "prod", "inprocess")
@@ -169,9 +169,8 @@ def _evaluate(cfg, manifest, root: Path, method: str, settings, site_map, fl_sec
         losses = _round_losses(root / "metrics.jsonl")
         if losses:
             plot_losses(losses, root / "plots" / "round_loss.png", title=f"{method}: site train loss per round")
-        lambdas = dro_trajectories(root / "metrics.jsonl")
-        if lambdas:
-            plot_dro_weights(lambdas, root / "plots" / "dro_weights.png", title=f"{method}: site weights lambda")
+        for plot in get_method(method).plots:  # the method's own plots of the run (MethodSpec.plots)
+            resolve(plot)(root, method)
         rounds = global_loss_by_round(root / "metrics.jsonl")
         extra = {**result.extra, "seconds_federated": round(fl_seconds, 1), "global_loss_by_round": rounds}
         extra["convergence"] = convergence(rounds, source="global held-out loss per round")
@@ -194,13 +193,4 @@ def _round_losses(metrics: Path) -> dict[str, list[float]]:
     for event in _events(metrics, "site"):
         if event.get("train_loss") is not None and event.get("task", "train") == "train":
             out.setdefault(event["site"], []).append(float(event["train_loss"]))
-    return out
-
-
-def dro_trajectories(metrics: str | Path) -> dict[str, list[float]]:
-    """Site -> lambda per round, from a FedDRA / FedAID run's ``dro`` events (empty for other methods)."""
-    out: dict[str, list[float]] = {}
-    for event in _events(Path(metrics), "dro"):
-        for site, weight in event["lmbda"].items():
-            out.setdefault(site, []).append(float(weight))
     return out

@@ -1,4 +1,4 @@
-"""The one local training loop: steps or epochs, AdamW, warmup + cosine, grad clipping, FedProx, bf16 on GPU.
+"""The one local training loop: steps or epochs, AdamW, warmup + cosine, grad clipping, a proximal term, bf16 on GPU.
 
 Used by the centralized and local-only baselines and by every FLARE executor, so a federated run and a centralized
 run differ only in who aggregates. Reports loss and samples/s; honours an abort callback between steps.
@@ -155,6 +155,7 @@ def train_loop(
     objective: Objective | None = None,
     device: torch.device | str = "cpu",
     steps: int | None = None,
+    prox_mu: float = 0.0,
     global_params: Mapping[str, torch.Tensor] | None = None,
     seed: int | None = None,
     on_log: Callable[[int, dict[str, float]], None] | None = None,
@@ -166,11 +167,12 @@ def train_loop(
     Args:
         model: the model; frozen parameters are left out of the optimizer.
         loader: an iterable of batches (dicts of tensors); cycled when the steps outlast one pass.
-        cfg: optimizer, schedule, clipping, FedProx mu and AMP settings.
+        cfg: optimizer, schedule, clipping and AMP settings.
         objective: the per-batch loss (default: :class:`ContrastiveObjective` with ``cfg.positives``).
         device: where to train.
         steps: optimizer steps of this call (default: from ``cfg.steps`` / ``cfg.epochs``).
-        global_params: the round's global weights, for the FedProx term (used when ``cfg.prox_mu > 0``).
+        prox_mu: weight of the proximal term ``mu/2 ||w - w_global||^2`` (FedProx's local objective; 0 = off).
+        global_params: the round's global weights ``w_global`` of the proximal term (needed when ``prox_mu > 0``).
         seed: seeds torch for dropout/augmentation randomness inside the model.
         on_log: called every ``cfg.log_every`` steps and at the end with (step, logs).
         should_abort: polled between steps; True stops the loop early (FLARE's abort signal).
@@ -198,9 +200,11 @@ def train_loop(
     warmup = int(cfg.warmup_fraction * run_steps)
     scheduler = build_scheduler(optimizer, run_steps, warmup, cfg.schedule, cfg.min_lr_ratio, start_step=offset)
     prox_ref = None
-    if cfg.prox_mu > 0:
+    if not (math.isfinite(prox_mu) and prox_mu >= 0):
+        raise ValueError(f"prox_mu must be >= 0, got {prox_mu}")
+    if prox_mu > 0:
         if global_params is None:
-            raise ValueError("train.prox_mu > 0 needs global_params (the round's global model)")
+            raise ValueError("prox_mu > 0 needs global_params (the round's global model)")
         prox_ref = {k: v.detach().to(device) for k, v in global_params.items()}
     model.to(device)
     set_train_mode(model)
@@ -217,7 +221,7 @@ def train_loop(
         with _autocast(cfg, device):
             loss, logs = objective(model, batch)
             if prox_ref is not None:
-                prox = proximal_term(model, prox_ref, cfg.prox_mu)
+                prox = proximal_term(model, prox_ref, prox_mu)
                 loss = loss + prox
                 logs["prox"] = float(prox.detach())
         if not torch.isfinite(loss):

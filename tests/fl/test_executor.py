@@ -1,5 +1,5 @@
-"""ClientAlgoExecutor hosting the VLP client algorithm, called directly with hand-built Shareables and a bare
-FLContext (no FLARE runtime needed); the outgoing declaration check."""
+"""ClientAlgoExecutor hosting the weights client algorithm (FedDRA's for its stage-1 task), called directly with
+hand-built Shareables and a bare FLContext (no FLARE runtime needed); the outgoing declaration check."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from flare_vlp.experiments.builders import build_model
 from flare_vlp.fl.executor import ClientAlgoExecutor
 from flare_vlp.methods.messages import Message, TaskMeta
 from flare_vlp.methods.tensors import exchanged_keys, to_numpy
-from flare_vlp.methods.vlp import VLPClientAlgo
+from flare_vlp.methods.weights_client import WeightsClientAlgo
 
 _STORES: list = []
 
@@ -32,8 +32,8 @@ def _store_root(tmp_path_factory):
     _STORES.pop()
 
 
-def VLPExecutor(**kwargs) -> ClientAlgoExecutor:  # noqa: N802  (reads like the component it builds)
-    return ClientAlgoExecutor(method="fedavg", store_dir=str(_STORES[-1] / "{site}"), **kwargs)
+def VLPExecutor(method="fedavg", **kwargs) -> ClientAlgoExecutor:  # noqa: N802  (reads like the component it builds)
+    return ClientAlgoExecutor(method=method, store_dir=str(_STORES[-1] / "{site}"), **kwargs)
 
 
 FAST = {"train": {"bn_recalibration_batches": 1}}  # a tiny round in about a second
@@ -134,7 +134,9 @@ def test_frozen_text_tower_is_not_sent_back(tiny_data_dir):
     assert out.params and not any(k.startswith("text_encoder.") for k in out.params)
 
 
-def test_feddra_stage1_task_sends_deep_groups_with_anchor_and_global_loss(executor):
+def test_feddra_stage1_task_sends_deep_groups_with_anchor_and_global_loss(tiny_data_dir):
+    executor = VLPExecutor(method="feddra", config="tiny", data_dir=str(tiny_data_dir), local_steps=2,
+                           config_overrides=FAST, num_threads=1)  # fmt: skip
     meta = {TaskMeta.TRAINABLE_GROUPS: ["deep"], TaskMeta.LOCAL_STEPS: 2, TaskMeta.OPTIONS: {"anchor_weight": 1.0}}
     reply = executor.execute("train_deep", _task(meta), _ctx("site-1"), Signal())
     assert reply.get_return_code() == ReturnCode.OK
@@ -143,6 +145,12 @@ def test_feddra_stage1_task_sends_deep_groups_with_anchor_and_global_loss(execut
     assert sorted(out.params) == sorted(deep) and out.meta[TaskMeta.TRAINABLE_GROUPS] == ["deep"]
     assert out.metrics["steps"] == 2 and out.metrics["anchor"] >= 0
     assert math.isfinite(out.metrics["global_val_loss"]) and math.isfinite(out.metrics["val_loss"])
+
+
+def test_a_task_the_algorithm_does_not_declare_is_unknown(executor):
+    """Dispatch follows the algorithm's declared train tasks: a FedAvg site does not train FedDRA's stage 1."""
+    reply = executor.execute("train_deep", _task(), _ctx("site-1"), Signal())
+    assert reply.get_return_code() == ReturnCode.TASK_UNKNOWN
 
 
 def test_lr_schedule_spans_the_run_not_the_round(tiny_data_dir):
@@ -158,7 +166,7 @@ def test_lr_schedule_spans_the_run_not_the_round(tiny_data_dir):
         assert ex.algo.schedule_window(task, 3) == window, schedule
 
 
-class LeakyVLP(VLPClientAlgo):
+class LeakyVLP(WeightsClientAlgo):
     """A VLP site that also puts a tensor it does not declare shareable (a 'personal head') into its reply."""
 
     def train(self, task, message, should_abort):
@@ -167,7 +175,7 @@ class LeakyVLP(VLPClientAlgo):
         return reply
 
 
-class RawDataVLP(VLPClientAlgo):
+class RawDataVLP(WeightsClientAlgo):
     """A VLP site that smuggles raw pixels out through meta."""
 
     def train(self, task, message, should_abort):

@@ -13,7 +13,7 @@ from controller_helpers import _combine, _global, _reply, _shifted, _strategy
 from flare_vlp.algorithms.aggregate import weighted_average
 from flare_vlp.algorithms.dro import chi_square_divergence
 from flare_vlp.fl.persistor import read_checkpoint, save_checkpoint
-from flare_vlp.methods.messages import TaskName
+from flare_vlp.methods.feddra.config import TRAIN_DEEP
 from flare_vlp.methods.strategy import ServerContext
 
 
@@ -93,7 +93,7 @@ def test_missing_loss_keeps_the_site_where_it_is_and_warns(tmp_path):
 def test_two_stage_tasks_options_and_one_lambda_step_per_round(tmp_path):
     ctrl = _strategy(tmp_path, "feddra", rho=1.0, eta=1.0, stage1_steps=3, stage2_steps=7)
     tasks = ctrl.round_tasks(0)
-    assert [t.name for t in tasks] == [TaskName.TRAIN_DEEP, "train"] and [t.index for t in tasks] == [0, 1]
+    assert [t.name for t in tasks] == [TRAIN_DEEP, "train"] and [t.index for t in tasks] == [0, 1]
     assert [t.groups for t in tasks] == [("deep",), ("all",)] and [t.local_steps for t in tasks] == [3, 7]
     # the scoring batches travel with the task whose replies move lambda (the round's first) only
     assert tasks[0].options == {"anchor_weight": 1.0, "dro_batches": 4, "dro_batch_size": 32}

@@ -17,6 +17,7 @@ from flare_vlp.algorithms.dro import scoring_batches
 from flare_vlp.config import load_config
 from flare_vlp.experiments.builders import build_model
 from flare_vlp.methods.client import start_site
+from flare_vlp.methods.feddra.config import TRAIN_DEEP
 from flare_vlp.methods.messages import Message, Task, TaskName
 from flare_vlp.methods.registry import DEFAULT_ROLE, get_method, method_config
 from flare_vlp.methods.runner import run_in_process
@@ -28,7 +29,7 @@ FAST = {"train": {"bn_recalibration_batches": 1}}
 
 
 def _site(tmp_path, site: str, *, seed: int = 0, **data):
-    """One FedDRA site (VLP client algorithm) on the tiny config, started the way the runner and FLARE start it."""
+    """One FedDRA site (DROClientAlgo) on the tiny config, started the way the runner and FLARE start it."""
     _, algo = start_site(
         "feddra", DEFAULT_ROLE, None, site=site, config="tiny", config_overrides={**FAST, "seed": seed},
         store=SiteStore(tmp_path / "stores" / site, site), local_steps=1,
@@ -186,7 +187,7 @@ def test_sum_loss_scale_trains_on_twice_the_ita(tmp_path, tiny_data_dir):
 
 
 def _stage(algo, name: str, weights: dict, options: dict, rnd: int = 0) -> Message:
-    groups = ("deep",) if name == TaskName.TRAIN_DEEP else ("all",)
+    groups = ("deep",) if name == TRAIN_DEEP else ("all",)
     return algo.train(Task(name, rnd, 2, groups, 2, int(name == TaskName.TRAIN), options), Message(weights=weights),
                       lambda: False)  # fmt: skip
 
@@ -201,7 +202,7 @@ def test_stage2_local_starts_from_the_sites_own_stage1_weights(tmp_path, tiny_da
     b = _site(tmp_path / "b", "site-2", data_dir=str(tiny_data_dir))
     c = _site(tmp_path / "c", "site-2", data_dir=str(tiny_data_dir))
     for site, options in ((a, local), (b, {}), (c, {})):
-        _stage(site, TaskName.TRAIN_DEEP, g, options)
+        _stage(site, TRAIN_DEEP, g, options)
     from_local = _stage(a, TaskName.TRAIN, g, local)
     own = {k: v for k, v in b.get_weights(Task()).weights.items()}
     reference = _stage(b, TaskName.TRAIN, own, {})
@@ -227,7 +228,7 @@ def test_stage2_local_with_the_anchor_pulls_towards_the_stage1_average(tmp_path,
     for start in ("global", "local"):
         algo = _site(tmp_path / start, "site-2", data_dir=str(tiny_data_dir))
         options = {"anchor_weight": 1.0, **({"stage2_start": "local"} if start == "local" else {})}
-        _stage(algo, TaskName.TRAIN_DEEP, g, options)
+        _stage(algo, TRAIN_DEEP, g, options)
         task = Task(TaskName.TRAIN, 0, 2, ("all",), 1, 1, options)
         anchors[start] = algo.train(task, Message(weights=g), lambda: False).metrics["anchor"]
     assert anchors["local"] > 10 * anchors["global"], anchors
@@ -247,5 +248,5 @@ def test_reference_variants_run_through_the_in_process_runner(tmp_path, tiny_dat
     sites = {(e["task"], e["site"]): e for e in events if e["event"] == "site"}
     for site in ("site-1", "site-2"):
         # the DRO step saw twice the site's fixed-batch loss (loss_scale sum)
-        assert dro["losses"][site] == pytest.approx(2 * sites[(TaskName.TRAIN_DEEP, site)]["dro_loss"])
+        assert dro["losses"][site] == pytest.approx(2 * sites[(TRAIN_DEEP, site)]["dro_loss"])
         assert sites[(TaskName.TRAIN, site)]["stage2_local"] == 1.0

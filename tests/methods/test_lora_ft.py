@@ -218,8 +218,9 @@ def test_fedopal_runs_in_the_flare_simulator_and_report_shows_mean_and_worst_sit
     assert "| run | bacc_mean | bacc_worst | auc_mean | auc_worst |" in table
     assert f"| sim | {summary['bacc_mean']:.3f} | {summary['bacc_worst']:.3f} |" in table
     from flare_vlp.experiments.report import comparison_table  # the table `flare-vlp run` prints after the run
+    from flare_vlp.methods.registry import get_method
 
-    printed = comparison_table({"fedopal": summary})
+    printed = comparison_table({"fedopal": summary}, extra=get_method("fedopal").report_columns)
     assert printed.splitlines()[0] == "| run | bacc_mean | bacc_worst | auc_mean | auc_worst |"
 
 

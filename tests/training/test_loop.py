@@ -63,14 +63,14 @@ def test_fedprox_term_pulls_towards_global(setup):
 
     def drift(mu: float) -> float:
         model = build_model(cfg.model, seed=0)
-        train_loop(
-            model, loader, dataclasses.replace(cfg.train, prox_mu=mu), steps=8, seed=0, global_params=global_params
-        )
+        train_loop(model, loader, cfg.train, steps=8, seed=0, prox_mu=mu, global_params=global_params)
         return sum(float((p.detach() - global_params[n]).pow(2).sum()) for n, p in model.named_parameters())
 
     assert drift(50.0) < drift(0.0)
     with pytest.raises(ValueError, match="prox_mu > 0 needs global_params"):
-        train_loop(build_model(cfg.model), loader, dataclasses.replace(cfg.train, prox_mu=1.0), steps=1)
+        train_loop(build_model(cfg.model), loader, cfg.train, steps=1, prox_mu=1.0)
+    with pytest.raises(ValueError, match="prox_mu must be >= 0"):
+        train_loop(build_model(cfg.model), loader, cfg.train, steps=1, prox_mu=-0.5, global_params=global_params)
 
 
 def test_abort_and_logging(setup):

@@ -1,4 +1,5 @@
-"""FedAvg and FedProx over the VLP client algorithm (one global dual encoder, weights exchanged)."""
+"""FedAvg and FedProx over the weights client algorithm (one global dual encoder, weights exchanged); FedProx's
+proximal term is the weights client's ``prox_mu`` task option."""
 
 from flare_vlp.methods.fedavg.config import FedAvgConfig, FedProxConfig
 from flare_vlp.methods.registry import DEFAULT_ROLE, MethodSpec, register_method
@@ -6,11 +7,15 @@ from flare_vlp.methods.registry import DEFAULT_ROLE, MethodSpec, register_method
 __all__ = ["FedAvgConfig", "FedProxConfig"]
 
 _STRATEGY = "flare_vlp.methods.fedavg.strategy.FedAvgStrategy"
-_VLP = {DEFAULT_ROLE: "flare_vlp.methods.vlp.VLPClientAlgo"}
+_CLIENT = {DEFAULT_ROLE: "flare_vlp.methods.weights_client.WeightsClientAlgo"}
 
 register_method(
-    MethodSpec("fedavg", FedAvgConfig, _STRATEGY, _VLP, "FedAvg: n_k-weighted averaging of the sites' weights")
+    MethodSpec(
+        "fedavg", FedAvgConfig, _STRATEGY, _CLIENT, "FedAvg: n_k-weighted averaging of the sites' weights", demo={}
+    )
 )
 register_method(
-    MethodSpec("fedprox", FedProxConfig, _STRATEGY, _VLP, "FedProx: FedAvg plus mu/2 ||w - w_global||^2 at every site")
+    MethodSpec(
+        "fedprox", FedProxConfig, _STRATEGY, _CLIENT, "FedProx: FedAvg plus mu/2 ||w - w_global||^2 at every site"
+    )
 )

@@ -1,11 +1,18 @@
-"""FedDRA and FedAID over the VLP client algorithm: DRO site weights, anchors, two-stage rounds (methods.md 1)."""
+"""FedDRA and FedAID: DRO site weights, anchors, two-stage rounds (methods.md 1).
+
+The server is :class:`~flare_vlp.methods.feddra.strategy.DROStrategy`, the sites
+:class:`~flare_vlp.methods.feddra.client.DROClientAlgo` (the weights client with the DRO hooks); a finished run plots
+its lambda per round (``plots/dro_weights.png``, :func:`~flare_vlp.methods.feddra.plots.plot_dro_weights`).
+"""
 
 from flare_vlp.methods.feddra.config import (
+    DEMO_SETTINGS,
     DRO_CENTERS,
     DRO_SIGNALS,
     LOSS_SCALES,
     SIGNAL_BATCHES,
     STAGE2_STARTS,
+    TRAIN_DEEP,
     FedAIDConfig,
     FedDRAConfig,
 )
@@ -17,16 +24,33 @@ __all__ = [
     "LOSS_SCALES",
     "SIGNAL_BATCHES",
     "STAGE2_STARTS",
+    "TRAIN_DEEP",
     "FedAIDConfig",
     "FedDRAConfig",
 ]
 
 _STRATEGY = "flare_vlp.methods.feddra.strategy.DROStrategy"
-_VLP = {DEFAULT_ROLE: "flare_vlp.methods.vlp.VLPClientAlgo"}
+_CLIENT = {DEFAULT_ROLE: "flare_vlp.methods.feddra.client.DROClientAlgo"}
+_PLOTS = ("flare_vlp.methods.feddra.plots.plot_dro_weights",)
 
 register_method(
-    MethodSpec("fedaid", FedAIDConfig, _STRATEGY, _VLP, "FedAID: DRO site weights as aggregation weights + anchor loss")
+    MethodSpec(
+        "fedaid",
+        FedAIDConfig,
+        _STRATEGY,
+        _CLIENT,
+        "FedAID: DRO site weights as aggregation weights + anchor loss",
+        plots=_PLOTS,
+    )
 )
 register_method(
-    MethodSpec("feddra", FedDRAConfig, _STRATEGY, _VLP, "FedDRA: FedAID with two-stage rounds (deep layers first)")
+    MethodSpec(
+        "feddra",
+        FedDRAConfig,
+        _STRATEGY,
+        _CLIENT,
+        "FedDRA: FedAID with two-stage rounds (deep layers first)",
+        plots=_PLOTS,
+        demo=DEMO_SETTINGS,
+    )
 )

@@ -9,6 +9,8 @@ from typing import Literal
 from flare_vlp.methods.registry import check, setting
 
 __all__ = [
+    "TRAIN_DEEP",
+    "DEMO_SETTINGS",
     "FedAIDConfig",
     "FedDRAConfig",
     "DRO_SIGNALS",
@@ -17,6 +19,21 @@ __all__ = [
     "LOSS_SCALES",
     "STAGE2_STARTS",
 ]
+
+TRAIN_DEEP = "train_deep"
+"""The FLARE task name of FedDRA's stage 1 (the deep groups only): its own task, so FLARE's logs and traffic show the
+two phases of a round apart (stage 2 is the platform's ``train``)."""
+
+DEMO_SETTINGS: dict = {
+    "rho": 0.1,
+    "eta": 0.5,
+    "anchor_weight": 1.0,
+    "stage1_steps": 3,
+    "dro_batches": 8,
+    "dro_batch_size": 16,
+}
+"""FedDRA in ``flare-vlp demo``: the v3 benchmark's settings (docs/benchmarks.md): stage 1 = 3 deep-only steps; the
+DRO signal on 8 seeded batches of 16 val rows at every site (the demo's smallest val split has ~25 rows)."""
 
 DRO_SIGNALS: tuple[str, ...] = ("loss", "excess", "normalized")
 """What a site's DRO loss ``l_k`` is: ``loss`` = held-out loss of the received global model (the paper's);

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from flare_vlp.algorithms.dro import chi_square_divergence, dro_update, kl_divergence
+from flare_vlp.methods.feddra.config import TRAIN_DEEP
 from flare_vlp.methods.messages import Message, Task, TaskName
 from flare_vlp.methods.weights_strategy import WeightsStrategy, sample_counts
 
@@ -79,7 +80,7 @@ class DROStrategy(WeightsStrategy):
         first = {**options, **self.signal_options()}
         if not cfg.two_stage:
             return [Task(TaskName.TRAIN, rnd, total, ("all",), cfg.stage2_steps, 0, first)]
-        deep = Task(TaskName.TRAIN_DEEP, rnd, total, tuple(cfg.deep_groups), cfg.stage1_steps, 0, first)
+        deep = Task(TRAIN_DEEP, rnd, total, tuple(cfg.deep_groups), cfg.stage1_steps, 0, first)
         return [deep, Task(TaskName.TRAIN, rnd, total, ("all",), cfg.stage2_steps, 1, options)]
 
     def site_weights(self, task: Task, replies: Mapping[str, Message]) -> dict[str, float]:

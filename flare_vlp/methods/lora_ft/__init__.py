@@ -6,7 +6,11 @@ One client algorithm, one strategy; the registered method's config variant decid
 from flare_vlp.methods.lora_ft.config import VARIANTS, LoraFTConfig, config_class
 from flare_vlp.methods.registry import DEFAULT_ROLE, MethodSpec, register_method
 
-__all__ = ["LoraFTConfig", "VARIANTS"]
+__all__ = ["LoraFTConfig", "VARIANTS", "PERSONALIZED"]
+
+PERSONALIZED = ("bacc_mean", "bacc_worst", "auc_mean", "auc_worst")
+"""The headline of a personalized method (the report's columns): each site's own model on its own test split, mean
+and worst site of balanced accuracy and macro AUC (:func:`~flare_vlp.methods.lora_ft.evaluate.personalized_summary`)."""
 
 _SUMMARIES = {
     "fedopal": "FedOPAL: global LoRA averaged, personal LoRA + head local, orthogonality mu * R_orth",
@@ -27,5 +31,6 @@ for _variant, _summary in _SUMMARIES.items():
             _summary,
             job_name="fedopal_lora" if _variant == "fedopal" else f"{_variant}_ft",
             evaluator="flare_vlp.methods.lora_ft.evaluate.evaluate_personalized",
+            report_columns=PERSONALIZED,
         )
     )
