@@ -18,6 +18,7 @@ from flare_vlp.algorithms import proximal_term
 from flare_vlp.config import TrainConfig
 from flare_vlp.training.objectives import ContrastiveObjective, Objective, batch_to_device
 from flare_vlp.training.schedule import build_scheduler
+from flare_vlp.training.step import autocast, optimizer_step
 
 __all__ = ["TrainResult", "train_loop", "resolve_steps", "set_train_mode", "recalibrate_batchnorm"]
 
@@ -142,11 +143,6 @@ def recalibrate_batchnorm(model: nn.Module, batches, forward: Callable[[dict], o
     return used
 
 
-def _autocast(cfg: TrainConfig, device: torch.device):
-    use = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use)
-
-
 def train_loop(
     model: nn.Module,
     loader,
@@ -218,20 +214,18 @@ def train_loop(
         for param in thaw_at.pop(step, []):
             param.requires_grad_(True)
         batch = batch_to_device(next(batches), device)
-        with _autocast(cfg, device):
+
+        def forward(batch: dict = batch) -> tuple[torch.Tensor, dict[str, float]]:
             loss, logs = objective(model, batch)
             if prox_ref is not None:
                 prox = proximal_term(model, prox_ref, prox_mu)
                 loss = loss + prox
                 logs["prox"] = float(prox.detach())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {float(loss)} at step {step}; logs: {logs}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip is not None:
-            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-        optimizer.step()
-        scheduler.step()
+            return loss, logs
+
+        loss, logs = optimizer_step(
+            forward, params=params, optimizer=optimizer, cfg=cfg, device=device, step=step, scheduler=scheduler
+        )
         result.steps += 1
         result.samples += int(batch["labels"].shape[0])  # report-only batches have no image
         result.losses.append(float(loss.detach()))
@@ -246,7 +240,7 @@ def train_loop(
         # at most one pass over the data: more batches only repeat rows (a small FL site has fewer than 8)
         n_stats = min(cfg.bn_recalibration_batches, len(loader)) if hasattr(loader, "__len__") else None
         stats_batches = [next(batches) for _ in range(n_stats or cfg.bn_recalibration_batches)]
-        with _autocast(cfg, device):
+        with autocast(cfg, device):
             recalibrate_batchnorm(model, stats_batches, lambda b: objective(model, b), device)
     result.seconds = time.perf_counter() - t0
     return result
