@@ -68,7 +68,7 @@ def run_one(name: str, seed: int, config: str, out: Path, log) -> dict:
     from flare_vlp.config import load_config
     from flare_vlp.experiments.baselines import run_baseline
     from flare_vlp.experiments.builders import default_data_dir
-    from flare_vlp.recipes.run import run_federated
+    from flare_vlp.recipes.run import DataSource, RunSpec, run_federated
 
     spec = RUNS[name]
     run_dir = out / f"seed-{seed}" / name
@@ -83,11 +83,10 @@ def run_one(name: str, seed: int, config: str, out: Path, log) -> dict:
         summary = run_baseline(cfg, run_dir, spec["baseline"], data_dir=data_dir, overwrite=True, echo=log)
         summary = summary.get("summary", summary)
     else:
-        summary = run_federated(
-            config, run_dir, spec["method"], num_rounds=max(1, round(cfg.train.epochs)), data_dir=data_dir,
-            method_args={**({"mu": spec["mu"]} if "mu" in spec else {}), **(spec.get("args") or {})},
-            overwrite=True, overrides=overrides, echo=log,
-        )  # fmt: skip
+        settings = {**({"mu": spec["mu"]} if "mu" in spec else {}), **(spec.get("args") or {})}
+        run = RunSpec(spec["method"], method_settings=settings, config=config, config_overrides=overrides,
+                      num_rounds=max(1, round(cfg.train.epochs)), data=DataSource(data_dir=str(data_dir)))  # fmt: skip
+        summary = run_federated(run, run_dir, overwrite=True, echo=log)
     log(f"== {name} seed {seed}: {time.perf_counter() - t0:.0f} s; " + _fmt(summary))
     return summary
 

@@ -38,7 +38,7 @@ def _demo(args: argparse.Namespace) -> int:
     from flare_vlp.experiments.report import compare_runs, per_site_scores, site_weights_by_round
     from flare_vlp.experiments.run_folder import load_summary
     from flare_vlp.methods.registry import demo_methods, report_columns
-    from flare_vlp.recipes.run import run_federated
+    from flare_vlp.recipes.run import DataSource, RunSpec, run_federated
 
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -58,11 +58,10 @@ def _demo(args: argparse.Namespace) -> int:
     local = merge_overrides(no_floor, {"train": {"steps": rounds * local_steps}} if local_steps else {})
     run_baseline(load_config(args.config, local), args.out / "local", "local", data_dir=data_dir, overwrite=True)
     line_up = demo_methods()
-    for method, method_args in line_up.items():
-        run_federated(
-            args.config, args.out / method, method, num_rounds=rounds, local_steps=local_steps, data_dir=data_dir,
-            overwrite=True, overrides=no_floor, method_args=method_args,
-        )  # fmt: skip
+    for method, settings in line_up.items():
+        spec = RunSpec(method, method_settings=settings, config=args.config, config_overrides=no_floor,
+                       num_rounds=rounds, local_steps=local_steps, data=DataSource(data_dir=str(data_dir)))  # fmt: skip
+        run_federated(spec, args.out / method, overwrite=True)
     names = ("centralized", "local", *line_up)
     runs = [args.out / name for name in names]
     table = compare_runs(runs, plot_path=args.out / "compare.png", columns=report_columns())

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from flare_vlp.cli.method_args import add_method_arguments, fl_settings, given_method_arguments
@@ -74,19 +75,31 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from flare_vlp.config import load_config
-    from flare_vlp.experiments.report import comparison_table
-    from flare_vlp.recipes.run import run_federated
+    from flare_vlp.methods.run_spec import DataSource, RunSpec
 
     overrides = {"seed": args.seed} if args.seed is not None else None
     fl = fl_settings(load_config(args.config, overrides).fl, args.method)
-    settings = {**fl["method_config"], **given_method_arguments(args)}
-    summary = run_federated(
-        args.config, args.out, args.method, num_rounds=args.rounds or fl["rounds"],
-        local_steps=args.local_steps or fl["local_steps"], data_dir=args.data_dir, overwrite=args.overwrite,
-        method_args=settings, overrides=overrides, env=args.env, poc_workspace=args.poc_workspace,
-        startup_kit=args.startup_kit, username=args.username, clients=args.sites.split(",") if args.sites else None,
-        timeout=args.timeout, device=args.device or fl["device"], role_mix=args.roles,
+    spec = RunSpec(
+        args.method, method_settings={**fl["method_config"], **given_method_arguments(args)}, config=args.config,
+        config_overrides=overrides, num_rounds=args.rounds or fl["rounds"],
+        local_steps=args.local_steps or fl["local_steps"], device=args.device or fl["device"],
+        sites=tuple(args.sites.split(",")) if args.sites else None, role_mix=args.roles,
+        data=DataSource(data_dir=str(args.data_dir) if args.data_dir else None),
     )  # fmt: skip
+    spec = spec.with_default_data(args.out.absolute().parent)
+    spec.validate()  # refused here, in about a second, before torch, MONAI and FLARE are imported
+
+    from flare_vlp.experiments.report import comparison_table
+    from flare_vlp.recipes.run import FederatedRunError, run_federated
+
+    try:
+        summary = run_federated(
+            spec, args.out, env=args.env, poc_workspace=args.poc_workspace, startup_kit=args.startup_kit,
+            username=args.username, timeout=args.timeout, overwrite=args.overwrite,
+        )  # fmt: skip
+    except FederatedRunError as e:  # the cause as the last line, not FLARE's return code
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(comparison_table({args.method: summary}, extra=get_method(args.method).report_columns))
     return 0
 

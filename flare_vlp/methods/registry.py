@@ -81,6 +81,9 @@ class MethodSpec:
         job_overrides: config overrides every exported job of the method needs (e.g. a public split).
         evaluator: class path of the function that evaluates a finished run
             (:mod:`flare_vlp.experiments.federated_eval`; default: the global dual encoder on the pooled test split).
+        needs_splits: splits of the shared data the method reads besides each site's own (CreamFL: ``public``);
+            a run whose data has none is refused before it starts
+            (:meth:`~flare_vlp.methods.run_spec.RunSpec.validate`).
     """
 
     name: str
@@ -96,6 +99,7 @@ class MethodSpec:
     default_roles: tuple[str, ...] | None = None
     job_overrides: Mapping[str, Any] = field(default_factory=dict)
     evaluator: str = "flare_vlp.experiments.federated_eval.evaluate_global_model"
+    needs_splits: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.job_name:

@@ -10,151 +10,149 @@ in prod the downloaded job result) is kept under ``RUN_DIR/flare``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from flare_vlp.config import load_config
-from flare_vlp.evaluation import is_unseen
-from flare_vlp.experiments.builders import default_data_dir, prepare_manifest
+from flare_vlp.data.manifest import Manifest
 from flare_vlp.experiments.convergence import convergence, global_loss_by_round
 from flare_vlp.experiments.plots import plot_losses
 from flare_vlp.experiments.run_folder import RunFolder
-from flare_vlp.methods.registry import assign_roles, config_values, get_method, method_config, resolve
+from flare_vlp.fl.failure import failure_cause
+from flare_vlp.methods.registry import get_method, method_config, resolve
+from flare_vlp.methods.run_spec import DataSource, RunSpec, training_sites
 from flare_vlp.utils.io import atomic_output_dir
 
-__all__ = ["ENVS", "run_federated"]
+__all__ = ["ENVS", "DataSource", "FederatedRunError", "RunSpec", "run_federated"]
 
 
 ENVS = ("sim", "poc", "prod", "inprocess")
 
 
+class FederatedRunError(RuntimeError):
+    """A FLARE run that did not complete; the message leads with the cause found in the run folder or the logs."""
+
+
 def run_federated(
-    config: str,
+    spec: RunSpec,
     out_dir: str | Path,
-    method: str,
     *,
-    num_rounds: int = 5,
-    local_steps: int | None = None,
-    data_dir: str | Path | None = None,
-    method_args: dict | None = None,
-    overwrite: bool = False,
-    overrides: dict | None = None,
-    echo: Callable[[str], None] = print,
     env: str = "sim",
     poc_workspace: str | Path | None = None,
     startup_kit: str | Path | None = None,
     username: str = "admin@nvidia.com",
-    clients: list[str] | None = None,
     timeout: float = 0,
-    device: str = "cpu",
-    roles: dict[str, str] | None = None,
-    role_settings: dict[str, dict] | None = None,
-    role_mix: str | dict[str, int] | None = None,
-    data_sites: list[str] | None = None,
+    echo: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> dict:
-    """Run ``method`` in FLARE and write its run folder; returns the headline summary.
+    """Run ``spec`` in FLARE (or in process) and write its run folder ``out_dir``; returns the headline summary.
 
-    ``overrides`` (a nested dict, e.g. ``{"seed": 1}``) is merged over the config on the server and every site.
-    ``method_args``: the method's settings (fields of its registered config: FedProx ``mu``; FedDRA / FedAID ``rho``,
-    ``eta``, ``signal``, ...), validated before anything runs. ``device``: ``cpu``, ``cuda`` or ``auto`` for every
-    site. ``roles`` / ``role_settings``: per-site roles of a multi-role method (see
-    :class:`~flare_vlp.recipes.MethodRecipe`); without ``roles``, ``role_mix`` (``"image:2,text:1,image_text:2"``)
-    or else the method's default roles map onto the clients in order (:func:`~flare_vlp.methods.registry.assign_roles`).
-    ``env``: ``sim`` (simulator), ``inprocess`` (the platform's in-process runner: the same strategy and client
-    algorithms in this process, no FLARE; for benchmark seed grids), ``poc`` (a POC system on this machine, in
-    ``poc_workspace``, default ``RUN_DIR/flare/poc``; always stopped afterwards) or ``prod`` (a provisioned system:
-    ``startup_kit`` is the admin ``username``'s startup kit; every site ran ``flare-vlp jobs allow``). ``clients``:
-    the FLARE client names, mapped in order onto the data's training sites (default ``site-1..site-N``).
-    ``timeout``: seconds to wait for a POC or prod job (0: no limit). ``data_sites``: only these training sites take
-    part (e.g. FedAvg over the image-text sites of a CreamFL comparison); default all.
+    The spec is checked before anything starts (:meth:`~flare_vlp.methods.run_spec.RunSpec.validate`). Its data
+    defaults to SynthCXR in ``OUT/../data/synthcxr-<hash>``; its ``sites`` (the FLARE client names, default
+    ``site-1..site-N``) map in order onto the data's training sites (``spec.data.data_sites``: only those), and
+    its roles come from ``roles``, ``role_mix`` or the method's default roles (:func:`~flare_vlp.methods.registry.
+    assign_roles`); ``min_clients`` defaults to every site. FLARE sites run one torch thread each unless
+    ``num_threads`` says otherwise.
+
+    Args:
+        spec: the run.
+        out_dir: the run folder to create (its parent must exist).
+        env: ``sim`` (simulator), ``inprocess`` (the platform's in-process runner: the same strategy and client
+            algorithms in this process, no FLARE; for benchmark seed grids), ``poc`` (a POC system on this machine,
+            in ``poc_workspace``, default ``RUN_DIR/flare/poc``; always stopped afterwards) or ``prod`` (a
+            provisioned system: ``startup_kit`` is the admin ``username``'s startup kit; every site ran
+            ``flare-vlp jobs allow``).
+        timeout: seconds to wait for a POC or prod job (0: no limit).
+        echo: where progress lines go.
+        overwrite: replace an existing ``out_dir``.
+
+    Raises:
+        ValueError / ConfigError: a spec or environment refused before anything starts.
+        FederatedRunError: the FLARE job failed; the message gives the cause (the server's ``failed`` record or
+            the first error in the FLARE logs).
     """
-    spec = get_method(method)  # unknown method: error with the registered names
-    settings = method_config(method, method_args)
-    method_args = config_values(settings)
     if env not in ENVS:
         raise ValueError(f"unknown env '{env}'; choose one of {list(ENVS)}")
     if env == "prod" and startup_kit is None:
         raise ValueError("env 'prod' needs the admin's startup kit (startup_kit / --startup-kit)")
-    cfg = load_config(config, overrides)
     out_dir = Path(out_dir).absolute()
-    data_dir = Path(data_dir).absolute() if data_dir is not None else default_data_dir(cfg, out_dir.parent)
+    method = spec.method
+    spec = spec.with_default_data(out_dir.parent)
+    cfg = spec.validate()  # every check that needs no data generated: refused here, in about a second
     t0 = time.perf_counter()
-    manifest = prepare_manifest(cfg, data_dir)
-    trained = {r.site for r in manifest if r.split in ("train", "test")}  # not the public split's own "site"
-    sites = [s for s in manifest.sites if not is_unseen(s) and s in trained]
-    if data_sites is not None:
-        unknown = sorted(set(data_sites) - set(sites))
-        if unknown or not data_sites:
-            raise ValueError(f"data_sites {list(data_sites)}: {unknown or 'none'} not among the training sites {sites}")
-        sites = [s for s in sites if s in set(data_sites)]
-    echo(f"[{method}] data: {len(manifest)} rows; {len(sites)} sites {sites}; {num_rounds} rounds in env '{env}'")
-    clients = list(clients) if clients else [f"site-{i + 1}" for i in range(len(sites))]
-    if len(clients) != len(sites):
-        raise ValueError(f"{len(clients)} FLARE clients {clients} for {len(sites)} training sites {sites}")
-    site_map = dict(zip(clients, sites))
-    if roles is None:
-        roles = assign_roles(method, clients, role_mix)  # a bad mix fails before any training
+    spec, manifest = _place(spec, cfg)
+    site_map = dict(spec.data.site_map)
+    echo(f"[{method}] data: {len(manifest)} rows; {len(site_map)} sites {sorted(set(site_map.values()))}; "
+         f"{spec.num_rounds} rounds in env '{env}'")  # fmt: skip
+    settings = method_config(method, spec.method_settings)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         if env == "inprocess":
             from flare_vlp.methods.runner import run_in_process
 
-            run_in_process(
-                method, sites=clients, run_dir=tmp, config=config, method_settings=method_args,
-                num_rounds=num_rounds, data_dir=data_dir, site_map=site_map, local_steps=local_steps,
-                device=device, config_overrides=overrides, roles=roles, role_settings=role_settings,
-            )  # fmt: skip
-            fl_seconds = time.perf_counter() - t0
-            echo(f"[{method}] in-process training done in {fl_seconds:.0f} s; evaluating")
-            summary = _evaluate(cfg, manifest, tmp, method, settings, site_map, fl_seconds, echo)
-            echo(f"[{method}] wrote {out_dir} ({time.perf_counter() - t0:.0f} s)")
-            return summary
-        recipe = resolve(spec.recipe)(
-            method=method,
-            method_config=method_args,
-            config=config if not Path(config).suffix else str(Path(config).absolute()),
-            num_rounds=num_rounds,
-            min_clients=len(sites),
-            data_dir=str(data_dir),
-            local_steps=local_steps,
-            run_dir=None if env == "prod" else str(tmp),  # prod: the server's app folder, downloaded below
-            site_map=site_map,
-            num_threads=1,
-            config_overrides=overrides,
-            device=device,
-            roles=roles,
-            role_settings=role_settings,
-            sites=clients if roles else None,
-        )
-        _run_job(recipe, env, tmp, clients, poc_workspace, startup_kit, username, timeout, echo)
+            run_in_process(spec, tmp)
+        else:
+            spec = spec.replace(num_threads=spec.num_threads or 1)
+            recipe = resolve(get_method(method).recipe)(spec, run_dir=None if env == "prod" else str(tmp))
+            _run_job(recipe, env, tmp, poc_workspace, startup_kit, username, timeout, echo)
         fl_seconds = time.perf_counter() - t0
-        echo(f"[{method}] federated training done in {fl_seconds:.0f} s; evaluating")
+        echo(f"[{method}] {'in-process' if env == 'inprocess' else 'federated'} training done in {fl_seconds:.0f} s; "
+             "evaluating")  # fmt: skip
         summary = _evaluate(cfg, manifest, tmp, method, settings, site_map, fl_seconds, echo)
     echo(f"[{method}] wrote {out_dir} ({time.perf_counter() - t0:.0f} s)")
     return summary
 
 
-def _run_job(recipe, env: str, tmp: Path, clients, poc_workspace, startup_kit, username, timeout, echo) -> None:
-    """Run ``recipe`` in the ``env`` environment; afterwards the controller's run files are in ``tmp``."""
-    if env == "sim":
-        from nvflare.recipe import SimEnv
+def _place(spec: RunSpec, cfg) -> tuple[RunSpec, Manifest]:
+    """The data's rows (SynthCXR generated once when missing), and the spec with its FLARE sites mapped in order
+    onto the data's training sites (or as its ``site_map`` says), its roles placed and ``min_clients`` set."""
+    manifest = spec.data.rows(cfg)
+    sites = training_sites(manifest)
+    if spec.data.data_sites is not None:
+        sites = [s for s in sites if s in set(spec.data.data_sites)]
+    clients = list(spec.sites) if spec.sites else [f"site-{i + 1}" for i in range(len(sites))]
+    if spec.data.site_map is None and len(clients) != len(sites):
+        raise ValueError(f"{len(clients)} FLARE clients {clients} for {len(sites)} training sites {sites}")
+    site_map = spec.data.site_map or dict(zip(clients, sites))
+    placed = spec.replace(sites=tuple(clients), data=dataclasses.replace(spec.data, site_map=site_map))
+    return placed, manifest
 
-        recipe.run(SimEnv(clients=clients, num_threads=len(clients), workspace_root=str(tmp / "flare"))).get_result()
-    elif env == "poc":
-        from flare_vlp.fl.deploy import run_in_poc
-        from flare_vlp.fl.poc import make_poc_env
 
-        workspace = Path(poc_workspace).absolute() if poc_workspace else tmp / "flare" / "poc"
-        run_in_poc(recipe, make_poc_env(workspace, clients), timeout=timeout, echo=echo)
-    else:
-        from nvflare.recipe import ProdEnv
+def _run_job(recipe, env: str, tmp: Path, poc_workspace, startup_kit, username, timeout, echo) -> None:
+    """Run ``recipe`` in the ``env`` environment; afterwards the controller's run files are in ``tmp``.
 
-        from flare_vlp.fl.deploy import collect_run_files, run_in_prod
+    Raises:
+        FederatedRunError: the job failed, with its cause (:func:`failure_cause`) as the message; FLARE's own
+            error (a return code, a job status) is chained to it.
+    """
+    try:
+        if env == "sim":
+            from nvflare.recipe import SimEnv
 
-        prod = ProdEnv(startup_kit_location=str(Path(startup_kit).absolute()), username=username, login_timeout=30)
-        result = run_in_prod(recipe, prod, tmp / "flare" / "result", timeout=timeout, echo=echo)
-        collect_run_files(result, tmp)
+            clients = list(recipe.spec.sites)
+            env_ = SimEnv(clients=clients, num_threads=len(clients), workspace_root=str(tmp / "flare"))
+            recipe.run(env_).get_result()
+        elif env == "poc":
+            from flare_vlp.fl.deploy import run_in_poc
+            from flare_vlp.fl.poc import make_poc_env
+
+            workspace = Path(poc_workspace).absolute() if poc_workspace else tmp / "flare" / "poc"
+            run_in_poc(recipe, make_poc_env(workspace, list(recipe.spec.sites)), timeout=timeout, echo=echo)
+        else:
+            from nvflare.recipe import ProdEnv
+
+            from flare_vlp.fl.deploy import collect_run_files, run_in_prod
+
+            kit = str(Path(startup_kit).absolute())
+            prod = ProdEnv(startup_kit_location=kit, username=username, login_timeout=30)
+            result = run_in_prod(recipe, prod, tmp / "flare" / "result", timeout=timeout, echo=echo)
+            collect_run_files(result, tmp)
+    except RuntimeError as e:
+        cause = failure_cause(tmp)
+        if cause is None:
+            raise
+        raise FederatedRunError(f"{recipe.spec.method} run failed: {cause}") from e
 
 
 def _evaluate(cfg, manifest, root: Path, method: str, settings, site_map, fl_seconds: float, echo) -> dict:

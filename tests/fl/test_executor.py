@@ -18,6 +18,7 @@ from flare_vlp.config import load_config
 from flare_vlp.experiments.builders import build_model
 from flare_vlp.fl.executor import ClientAlgoExecutor
 from flare_vlp.methods.messages import Message, TaskMeta
+from flare_vlp.methods.run_spec import DataSource, RunSpec
 from flare_vlp.methods.tensors import exchanged_keys, to_numpy
 from flare_vlp.methods.weights_client import WeightsClientAlgo
 
@@ -32,8 +33,11 @@ def _store_root(tmp_path_factory):
     _STORES.pop()
 
 
-def VLPExecutor(method="fedavg", **kwargs) -> ClientAlgoExecutor:  # noqa: N802  (reads like the component it builds)
-    return ClientAlgoExecutor(method=method, store_dir=str(_STORES[-1] / "{site}"), **kwargs)
+def VLPExecutor(*, method="fedavg", data_dir=None, site_map=None, **fields) -> ClientAlgoExecutor:  # noqa: N802  (reads like the component it builds)
+    """A ``method`` site executor of a run spec with ``fields`` (its stores in this module's temporary folder)."""
+    data = DataSource(data_dir=data_dir, site_map=site_map)
+    spec = RunSpec(method, store_dir=str(_STORES[-1] / "{site}"), data=data, **fields)
+    return ClientAlgoExecutor(spec.to_dict())
 
 
 FAST = {"train": {"bn_recalibration_batches": 1}}  # a tiny round in about a second
@@ -111,7 +115,7 @@ def test_site_without_rows_is_an_error_reply_naming_the_site(tiny_data_dir):
     assert reply.get_return_code() == ReturnCode.EXECUTION_EXCEPTION
     assert "site-9" in ex._setup_error and "no train rows" in ex._setup_error
     with pytest.raises(ValueError, match="no site role 'nope'"):
-        ClientAlgoExecutor(method="fedavg", role="nope")
+        ClientAlgoExecutor(RunSpec("fedavg").to_dict(), role="nope")
 
 
 def test_site_map_routes_a_flare_name_to_a_data_site(tiny_data_dir):

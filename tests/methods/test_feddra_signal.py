@@ -19,7 +19,8 @@ from flare_vlp.experiments.builders import build_model
 from flare_vlp.methods.client import start_site
 from flare_vlp.methods.feddra.config import TRAIN_DEEP
 from flare_vlp.methods.messages import Message, Task, TaskName
-from flare_vlp.methods.registry import DEFAULT_ROLE, get_method, method_config
+from flare_vlp.methods.registry import get_method, method_config
+from flare_vlp.methods.run_spec import DataSource, RunSpec
 from flare_vlp.methods.runner import run_in_process
 from flare_vlp.methods.site_store import SiteStore
 from flare_vlp.methods.strategy import ServerContext
@@ -30,11 +31,9 @@ FAST = {"train": {"bn_recalibration_batches": 1}}
 
 def _site(tmp_path, site: str, *, seed: int = 0, **data):
     """One FedDRA site (DROClientAlgo) on the tiny config, started the way the runner and FLARE start it."""
-    _, algo = start_site(
-        "feddra", DEFAULT_ROLE, None, site=site, config="tiny", config_overrides={**FAST, "seed": seed},
-        store=SiteStore(tmp_path / "stores" / site, site), local_steps=1,
-        logger=logging.getLogger(f"flare_vlp.site.{site}"), **data,
-    )  # fmt: skip
+    spec = RunSpec("feddra", config="tiny", config_overrides={**FAST, "seed": seed}, local_steps=1,
+                   data=DataSource(**{k: str(v) for k, v in data.items()}))  # fmt: skip
+    _, algo = start_site(spec, site, store=SiteStore(tmp_path / "stores" / site, site))
     return algo
 
 
@@ -240,8 +239,9 @@ def test_reference_variants_run_through_the_in_process_runner(tmp_path, tiny_dat
     stage 2 starts from the sites' stage-1 weights."""
     settings = {"stage1_steps": 1, "stage2_steps": 1, "dro_batches": 2, "dro_batch_size": 4, "loss_scale": "sum",
                 "stage2_start": "local", "rho": 1.0}  # fmt: skip
-    run_in_process("feddra", sites=["site-1", "site-2"], run_dir=tmp_path / "run", method_settings=settings,
-                   num_rounds=1, data_dir=tiny_data_dir, local_steps=1, config_overrides=FAST)  # fmt: skip
+    spec = RunSpec("feddra", sites=("site-1", "site-2"), method_settings=settings, num_rounds=1, local_steps=1,
+                   data=DataSource(data_dir=str(tiny_data_dir)), config_overrides=FAST)  # fmt: skip
+    run_in_process(spec, tmp_path / "run")
     events = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     (dro,) = [e for e in events if e["event"] == "dro"]
     assert dro["signal_batches"] == "fixed" and dro["loss_scale"] == "sum"

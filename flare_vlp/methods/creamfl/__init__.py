@@ -23,5 +23,6 @@ register_method(
         default_roles=("image_text", "image", "text"),
         job_overrides={"data": {"synth": {"public_samples": 64}}},
         evaluator="flare_vlp.experiments.federated_eval.evaluate_global_model",
+        needs_splits=("public",),
     )
 )
