@@ -31,8 +31,9 @@ from flare_vlp.fl.executor import ClientAlgoExecutor
 from flare_vlp.fl.persistor import GlobalStatePersistor
 from flare_vlp.fl.poc import prepare_poc_env
 from flare_vlp.fl.policy import allow_flare_vlp
+from flare_vlp.methods.data_source import job_path
 from flare_vlp.methods.registry import DEFAULT_ROLE, get_method
-from flare_vlp.methods.run_spec import DataSource, RunSpec, job_path
+from flare_vlp.methods.run_spec import DataSource, RunSpec
 
 __all__ = ["DataSource", "MethodRecipe", "RunSpec"]
 

@@ -21,8 +21,9 @@ from flare_vlp.experiments.convergence import convergence, global_loss_by_round
 from flare_vlp.experiments.plots import plot_losses
 from flare_vlp.experiments.run_folder import RunFolder
 from flare_vlp.fl.failure import failure_cause
+from flare_vlp.methods.data_source import training_sites
 from flare_vlp.methods.registry import get_method, method_config, resolve
-from flare_vlp.methods.run_spec import DataSource, RunSpec, training_sites
+from flare_vlp.methods.run_spec import DataSource, RunSpec
 from flare_vlp.utils.io import atomic_output_dir
 
 __all__ = ["ENVS", "DataSource", "FederatedRunError", "RunSpec", "run_federated"]
