@@ -26,13 +26,17 @@ def _smooth(values: Sequence[float], window: int) -> np.ndarray:
     return np.convolve(v, np.ones(window) / window, mode="valid")
 
 
-def _save_lines(plt, fig, ax, path: str | Path, xlabel: str, ylabel: str, title: str) -> Path:
-    """The line plots' shared finish: labels, grid, legend, save, close."""
+def _label_lines(ax, xlabel: str, ylabel: str, title: str, fontsize: int = 8) -> None:
+    """A line plot's labels, grid and legend."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=fontsize)
+
+
+def _save(plt, fig, path: str | Path) -> Path:
+    """Every figure's finish: layout, save, close."""
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -47,7 +51,8 @@ def plot_losses(losses: Mapping[str, Sequence[float]], path: str | Path, title: 
         window = max(1, len(values) // 30)
         smooth = _smooth(values, window)
         ax.plot(np.arange(len(smooth)) + window // 2, smooth, label=name, lw=1.4)
-    return _save_lines(plt, fig, ax, path, "optimizer step", "loss", title)
+    _label_lines(ax, "optimizer step", "loss", title)
+    return _save(plt, fig, path)
 
 
 def plot_comparison(rows: Mapping[str, Mapping[str, float]], metrics: Sequence[str], path: str | Path) -> Path:
@@ -67,10 +72,7 @@ def plot_comparison(rows: Mapping[str, Mapping[str, float]], metrics: Sequence[s
     ax.axhline(0.5, color="gray", lw=0.8, ls="--")
     ax.legend(fontsize=8, ncol=min(4, len(names)))
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_site_weights(
@@ -84,7 +86,8 @@ def plot_site_weights(
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
     _weight_lines(ax, trajectories)
-    return _save_lines(plt, fig, ax, path, "round", ylabel, title)
+    _label_lines(ax, "round", ylabel, title)
+    return _save(plt, fig, path)
 
 
 def _weight_lines(ax, trajectories: Mapping[str, Sequence[float]]) -> None:
@@ -130,12 +133,5 @@ def plot_overview(
     if weights:
         ax = axes[0, 1]
         _weight_lines(ax, weights)
-        ax.set_xlabel("round")
-        ax.set_ylabel("aggregation weight")
-        ax.set_title(weights_title)
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+        _label_lines(ax, "round", "aggregation weight", weights_title, fontsize=7)
+    return _save(plt, fig, path)
