@@ -196,3 +196,110 @@ def test_cli_help_is_light():
     code = "import sys; from flare_vlp.cli import build_parser; build_parser(); assert 'torch' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# -- the generic layers name no method ------------------------------------------------------------------------------
+
+GENERIC_LAYERS = ("fl", "recipes", "experiments", "cli")
+"""Layers that know methods only through the registry (flare_vlp.methods.registry): a method's name, package or
+settings there would make them the second place that knows it."""
+
+
+def method_words() -> tuple[set[str], set[str]]:
+    """(registered method names, the packages that register them: ``flare_vlp.methods.<package>``)."""
+    from flare_vlp.methods.registry import get_method, method_names
+
+    names = set(method_names())
+    packages = {get_method(n).config_cls.__module__.split(".")[2] for n in names}
+    assert packages and all(p not in {"registry", "messages", "client", "strategy"} for p in packages), packages
+    return names, packages
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of the docstring nodes of ``tree`` (module, classes, functions, and attribute docstrings)."""
+    out = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if not isinstance(body, list):
+            continue
+        for i, stmt in enumerate(body):
+            is_string = isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+            if is_string and isinstance(stmt.value.value, str) and (i == 0 or isinstance(body[i - 1], ast.Assign)):
+                out.add(id(stmt.value))
+    return out
+
+
+def method_mentions(source: str, names: set[str], packages: set[str], filename: str = "<src>") -> list[str]:
+    """Where ``source`` names a method: an identifier with a method name as one of its ``_``-separated words or a
+    string holding one as a word (any case: a help text or a title is user-facing), an import of a method package,
+    or a docstring naming one in code style (lowercase; prose such as "FedAvg (McMahan et al.)" is fine)."""
+    tree = ast.parse(source, filename=filename)
+    docstrings = _docstrings(tree)
+    words = sorted(names, key=len, reverse=True)
+    word = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(map(re.escape, words)) + r")(?![A-Za-z0-9_])")
+    word_any_case = re.compile(word.pattern, re.IGNORECASE)
+    found = []
+    for node in ast.walk(tree):
+        line = getattr(node, "lineno", 0)
+        identifiers = []
+        if isinstance(node, ast.Name):
+            identifiers = [node.id]
+        elif isinstance(node, ast.Attribute):
+            identifiers = [node.attr]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            identifiers = [node.name]
+        elif isinstance(node, (ast.arg, ast.keyword)) and node.arg:
+            identifiers = [node.arg]
+        for ident in identifiers:
+            low = ident.lower()
+            if any(re.search(rf"(^|_){re.escape(n)}(_|$)", low) for n in names):
+                found.append(f"line {line}: identifier {ident!r}")
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            if isinstance(node, ast.ImportFrom) and node.module == "flare_vlp.methods":
+                modules += [f"flare_vlp.methods.{a.name}" for a in node.names]
+            for module in modules:
+                parts = module.split(".")
+                if parts[:2] == ["flare_vlp", "methods"] and len(parts) > 2 and parts[2] in packages:
+                    found.append(f"line {line}: imports {module}")
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            pattern = word if id(node) in docstrings else word_any_case
+            hit = pattern.search(node.value)
+            if hit:
+                kind = "docstring" if id(node) in docstrings else "string"
+                found.append(f"line {line}: {kind} names {hit.group(0)!r}")
+    return found
+
+
+def test_the_method_scan_finds_each_kind_of_mention():
+    names, packages = {"fedavg", "feddra", "local_lora"}, {"fedavg", "feddra", "lora_ft"}
+    source = (
+        '"""Module docstring: reads like FedAvg (McMahan et al.), fine."""\n'
+        "from flare_vlp.methods.registry import get_method\n"
+        "from flare_vlp.methods.feddra.plots import dro_trajectories\n"
+        "import flare_vlp.methods.lora_ft.evaluate\n"
+        "from flare_vlp.methods import fedavg\n"
+        "DEMO_FEDDRA = 1\n"
+        "def run(method='fedavg'):\n"
+        '    """Run e.g. ``feddra`` in code style."""\n'
+        "    title = 'FedDRA site weights'\n"
+        "    ok = 'fedavg_vlp and feddraX are other words'\n"
+        "    return get_method(method).local_lora\n"
+    )
+    found = method_mentions(source, names, packages)
+    assert {int(f.split()[1].rstrip(":")) for f in found} == {3, 4, 5, 6, 7, 8, 9, 11}, found
+
+
+def test_the_generic_layers_name_no_method():
+    """fl/, recipes/, experiments/ and cli/ know methods only through the registry: no method's name (as an
+    identifier, a string or a code-style docstring word) and no import of a method's package."""
+    names, packages = method_words()
+    assert {"fedavg", "feddra"} <= names  # the registry was read
+    offences = []
+    for layer in GENERIC_LAYERS:
+        for path in sorted((PACKAGE / layer).rglob("*.py")):
+            for mention in method_mentions(path.read_text(encoding="utf-8"), names, packages, filename=str(path)):
+                offences.append(f"{path.relative_to(ROOT)} {mention}")
+    assert not offences, "the generic layers name registered methods (use the registry instead):\n" + "\n".join(
+        offences
+    )
