@@ -1,7 +1,8 @@
 """FedAvg and FedProx servers: n_k-weighted (or uniform) averaging; FedProx also sends ``prox_mu`` with every task.
 
 FedProx's server is FedAvg's (Li et al., https://arxiv.org/abs/1812.06127): only the sites' objective changes, so
-the strategy adds the option and the VLP client algorithm adds the proximal term.
+the strategy adds the option and the weights client algorithm (:mod:`flare_vlp.methods.weights_client`) adds the
+proximal term.
 """
 
 from __future__ import annotations
