@@ -56,8 +56,10 @@ def _task(meta: dict | None = None, rnd: int = 0) -> Shareable:
     return FLModelUtils.to_shareable(model)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def executor(tiny_data_dir):
+    """A fresh FedAvg site executor for each test (a test trains, validates or patches its own: no state carried
+    from one test to the next)."""
     return VLPExecutor(config="tiny", data_dir=str(tiny_data_dir), local_steps=2, config_overrides=FAST, num_threads=1)
 
 
@@ -74,12 +76,26 @@ def test_train_returns_trained_groups_with_weight_and_metrics(executor):
     assert out.metrics["samples_per_s"] > 0
 
 
-def test_train_sends_only_the_groups_asked_for_and_applies_prox(executor):
-    meta = {TaskMeta.TRAINABLE_GROUPS: ["image_head", "temperature"], TaskMeta.OPTIONS: {"prox_mu": 0.1}}
-    reply = executor.execute("train", _task(meta, rnd=1), _ctx("site-1"), Signal())
-    out = FLModelUtils.from_shareable(reply)
+def test_train_sends_only_the_groups_asked_for_and_applies_prox(executor, tiny_data_dir):
+    """FedProx's ``mu/2 ||w - w_global||^2`` is zero at the global weights, so the first of the 2 steps is the same
+    with or without it; at the second it is > 0 and is exactly what the loss (``train_loss``: the last step's) gained
+    over a twin site without it (same seed, data and first step), and it changes the trained weights."""
+    groups = {TaskMeta.TRAINABLE_GROUPS: ["image_head", "temperature"]}
+    mu = 10.0  # large enough that the term stands well above float32 rounding of a ~3.5 loss
+
+    def train(ex: ClientAlgoExecutor, meta: dict) -> FLModel:
+        reply = ex.execute("train", _task(meta, rnd=1), _ctx("site-1"), Signal())
+        assert reply.get_return_code() == ReturnCode.OK
+        return FLModelUtils.from_shareable(reply)
+
+    out = train(executor, {**groups, TaskMeta.OPTIONS: {"prox_mu": mu}})
+    plain = train(VLPExecutor(config="tiny", data_dir=str(tiny_data_dir), local_steps=2, config_overrides=FAST,
+                              num_threads=1), groups)  # fmt: skip
     assert out.params and all(k.startswith("image_head.") or k == "log_scale" for k in out.params), list(out.params)
-    assert out.metrics["prox"] >= 0
+    assert "prox" not in plain.metrics and out.metrics["prox"] > 0
+    gained = out.metrics["train_loss"] - plain.metrics["train_loss"]
+    assert gained == pytest.approx(out.metrics["prox"], rel=1e-3), (gained, out.metrics["prox"])
+    assert not np.allclose(out.params["image_head.weight"], plain.params["image_head.weight"])
 
 
 def test_validate_and_submit_model(executor):
@@ -90,7 +106,7 @@ def test_validate_and_submit_model(executor):
     assert "log_scale" in submitted.params
 
 
-def test_abort_and_unknown_task(executor):
+def test_abort_and_unknown_task(executor, monkeypatch):
     aborted = Signal()
     aborted.trigger("test")
     assert executor.execute("train", _task(), _ctx("site-1"), aborted).get_return_code() == ReturnCode.TASK_ABORTED
@@ -99,9 +115,8 @@ def test_abort_and_unknown_task(executor):
     reps.params["repr::image"] = np.zeros((2, 4), np.float32)  # a representation task sent to a weights site
     reps.meta[TaskMeta.REPR_IDS] = ["a", "b"]
     errors = []
-    executor.log_exception = lambda ctx, msg: errors.append(msg)
+    monkeypatch.setattr(executor, "log_exception", lambda ctx, msg: errors.append(msg))
     wrong = executor.execute("train", FLModelUtils.to_shareable(reps), _ctx("site-1"), Signal())
-    del executor.log_exception
     assert wrong.get_return_code() == ReturnCode.EXECUTION_EXCEPTION and "does not read" in errors[-1], errors
     unknown_option = _task({TaskMeta.OPTIONS: {"mystery": 1}})
     assert executor.execute("train", unknown_option, _ctx("site-1"), Signal()).get_return_code() == (
@@ -139,15 +154,26 @@ def test_frozen_text_tower_is_not_sent_back(tiny_data_dir):
 
 
 def test_feddra_stage1_task_sends_deep_groups_with_anchor_and_global_loss(tiny_data_dir):
-    executor = VLPExecutor(method="feddra", config="tiny", data_dir=str(tiny_data_dir), local_steps=2,
-                           config_overrides=FAST, num_threads=1)  # fmt: skip
-    meta = {TaskMeta.TRAINABLE_GROUPS: ["deep"], TaskMeta.LOCAL_STEPS: 2, TaskMeta.OPTIONS: {"anchor_weight": 1.0}}
-    reply = executor.execute("train_deep", _task(meta), _ctx("site-1"), Signal())
-    assert reply.get_return_code() == ReturnCode.OK
-    out = FLModelUtils.from_shareable(reply)
+    """The anchor loss is zero at the received global model, so the first of the 2 steps is the same with or without
+    it; at the second it is > 0 and ``anchor_weight`` times it is exactly what the loss gained over a twin site
+    without it (same seed, data and first step)."""
+    weight = 100.0  # large enough that the term stands well above float32 rounding of the loss
+
+    def stage1(options: dict) -> tuple[ClientAlgoExecutor, FLModel]:
+        ex = VLPExecutor(method="feddra", config="tiny", data_dir=str(tiny_data_dir), local_steps=2,
+                         config_overrides=FAST, num_threads=1)  # fmt: skip
+        meta = {TaskMeta.TRAINABLE_GROUPS: ["deep"], TaskMeta.LOCAL_STEPS: 2, TaskMeta.OPTIONS: options}
+        reply = ex.execute("train_deep", _task(meta), _ctx("site-1"), Signal())
+        assert reply.get_return_code() == ReturnCode.OK
+        return ex, FLModelUtils.from_shareable(reply)
+
+    executor, out = stage1({"anchor_weight": weight})
+    _, plain = stage1({})
     deep = exchanged_keys(executor.algo.data.model, ["deep"])
     assert sorted(out.params) == sorted(deep) and out.meta[TaskMeta.TRAINABLE_GROUPS] == ["deep"]
-    assert out.metrics["steps"] == 2 and out.metrics["anchor"] >= 0
+    assert out.metrics["steps"] == 2 and out.metrics["anchor"] > 0 and "anchor" not in plain.metrics
+    gained = out.metrics["train_loss"] - plain.metrics["train_loss"]
+    assert gained == pytest.approx(weight * out.metrics["anchor"], rel=1e-3), (gained, out.metrics["anchor"])
     assert math.isfinite(out.metrics["global_val_loss"]) and math.isfinite(out.metrics["val_loss"])
 
 
@@ -159,7 +185,7 @@ def test_a_task_the_algorithm_does_not_declare_is_unknown(executor):
 
 def test_lr_schedule_spans_the_run_not_the_round(tiny_data_dir):
     """Round r of R with S steps is window (r * S, R * S) of one schedule; ``federated_schedule: round`` restarts it.
-    (Its own executors: the module's shared one has no site algorithm until another test has run a task.)"""
+    (Its own executors: one per schedule.)"""
     from flare_vlp.fl.exchange import task_from_flmodel
 
     task = task_from_flmodel("train", FLModelUtils.from_shareable(_task(rnd=1)))  # total_rounds 2
