@@ -73,6 +73,12 @@ class DataSource:
 
         return run_manifest(cfg, self.data_dir, self.manifest)
 
+    def taking_part(self, sites: list[str]) -> list[str]:
+        """The training ``sites`` (in their order) that take part: all, or only those ``data_sites`` names."""
+        if self.data_sites is None:
+            return list(sites)
+        return [s for s in sites if s in set(self.data_sites)]
+
 
 def training_sites(rows: Manifest) -> list[str]:
     """The data sites that train, in manifest order: those with train rows (an unseen site has test rows only, the

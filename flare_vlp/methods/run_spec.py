@@ -261,7 +261,7 @@ class RunSpec:
             if unknown:
                 raise ValueError(f"{self.method}: data_sites {list(self.data.data_sites)}: {unknown} not among the "
                                  f"training sites {sites} of {facts.where}")  # fmt: skip
-            sites = [s for s in sites if s in set(self.data.data_sites)]
+        sites = self.data.taking_part(sites)
         mapped = sorted(set((self.data.site_map or {}).values()) - set(facts.sites))
         if mapped:
             raise ValueError(f"{self.method}: site_map names data sites {mapped} that have no training rows in "

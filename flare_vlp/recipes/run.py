@@ -109,9 +109,7 @@ def _place(spec: RunSpec, cfg) -> tuple[RunSpec, Manifest]:
     """The data's rows (SynthCXR generated once when missing), and the spec with its FLARE sites mapped in order
     onto the data's training sites (or as its ``site_map`` says), its roles placed and ``min_clients`` set."""
     manifest = spec.data.rows(cfg)
-    sites = training_sites(manifest)
-    if spec.data.data_sites is not None:
-        sites = [s for s in sites if s in set(spec.data.data_sites)]
+    sites = spec.data.taking_part(training_sites(manifest))
     clients = list(spec.sites) if spec.sites else [f"site-{i + 1}" for i in range(len(sites))]
     if spec.data.site_map is None and len(clients) != len(sites):
         raise ValueError(f"{len(clients)} FLARE clients {clients} for {len(sites)} training sites {sites}")
