@@ -91,8 +91,8 @@ class WeightsClientAlgo(ClientAlgo):
         return {}
 
     def train_objective(self, task: Task, options: dict[str, Any]) -> Objective:
-        """The loss the site trains on, built while the model holds the received weights: ITA."""
-        return ContrastiveObjective(self.cfg.train.positives)
+        """The loss the site trains on, built while the model holds the received weights: the reported one, ITA."""
+        return self.objective()
 
     def starting_weights(self, task: Task, options: dict[str, Any]) -> dict[str, float]:
         """Load the weights training starts from, if not the received ones (here: the received ones); metrics."""
