@@ -27,7 +27,7 @@ import torch
 
 from flare_vlp.algorithms.dro import scoring_batches
 from flare_vlp.methods.client import SiteContext
-from flare_vlp.methods.feddra.config import TRAIN_DEEP
+from flare_vlp.methods.feddra.config import LOSS_SCALES, STAGE2_STARTS, TRAIN_DEEP
 from flare_vlp.methods.messages import Task, TaskName
 from flare_vlp.methods.weights_client import WeightsClientAlgo
 from flare_vlp.training.held_out import batches_loss
@@ -35,7 +35,7 @@ from flare_vlp.training.objectives import AnchoredObjective, ContrastiveObjectiv
 
 __all__ = ["DROClientAlgo", "ScaledContrastiveObjective"]
 
-_CHOICES = {"loss_scale": ("mean", "sum"), "stage2_start": ("global", "local")}
+_CHOICES = {"loss_scale": LOSS_SCALES, "stage2_start": STAGE2_STARTS}  # the config's own choices
 
 
 class ScaledContrastiveObjective(ContrastiveObjective):
