@@ -21,6 +21,8 @@ from flare_vlp.methods.site_store import SiteStore
 from flare_vlp.training.schedule import round_window
 
 if TYPE_CHECKING:
+    from flare_vlp.data.manifest import Manifest
+    from flare_vlp.experiments.site_data import SiteData
     from flare_vlp.methods.run_spec import RunSpec
 
 __all__ = ["ClientAlgo", "SiteContext", "resolve_device", "run_schedule_window", "seal_reply", "start_site"]
@@ -88,6 +90,22 @@ class SiteContext:
     role: str = "default"
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("flare_vlp.site"))
     stream: Streamer = field(default=lambda tag, metrics, step: None)
+
+    def site_data(self, cfg: ExperimentConfig | None = None, *, images: bool = True) -> SiteData:
+        """This site's shard, model, tokenizer and loaders under ``cfg`` (default: the site's config), read from
+        the context's data source (:func:`~flare_vlp.experiments.site_data.load_site_data`)."""
+        from flare_vlp.experiments.site_data import load_site_data
+
+        return load_site_data(
+            cfg or self.cfg, self.site, data_dir=self.data_dir, manifest=self.manifest, site_map=self.site_map,
+            images=images,
+        )  # fmt: skip
+
+    def rows(self) -> Manifest:
+        """Every row of the run's data source (:func:`~flare_vlp.experiments.site_data.run_manifest`)."""
+        from flare_vlp.experiments.site_data import run_manifest
+
+        return run_manifest(self.cfg, self.data_dir, self.manifest)
 
 
 class ClientAlgo(ABC):

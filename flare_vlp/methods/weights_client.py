@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from flare_vlp.experiments.site_data import SiteData, load_site_data
+from flare_vlp.experiments.site_data import SiteData
 from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext, run_schedule_window
 from flare_vlp.methods.messages import Message, PayloadKind, Task, TaskMeta, TaskName
 from flare_vlp.methods.payload import Declaration
@@ -56,9 +56,7 @@ class WeightsClientAlgo(ClientAlgo):
     def initialize(self, site: SiteContext) -> None:
         self.site = site
         self.cfg = site.cfg
-        self.data: SiteData = load_site_data(
-            site.cfg, site.site, data_dir=site.data_dir, manifest=site.manifest, site_map=site.site_map
-        )
+        self.data: SiteData = site.site_data()
         self._shareable = frozenset(exchanged_keys(self.data.model, DEFAULT_GROUPS, self.cfg.model.frozen))
         site.logger.info(
             f"site {site.site!r} -> data site {self.data.data_site!r}: "

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from flare_vlp.algorithms.creamfl import inter_modal_contrast, intra_modal_contrast
-from flare_vlp.experiments.site_data import SiteData, load_site_data
+from flare_vlp.experiments.site_data import SiteData
 from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext, run_schedule_window
 from flare_vlp.methods.creamfl.config import CLIENT_OPTIONS, REG_LRS, REGULARISERS, CreamFLConfig
 from flare_vlp.methods.creamfl.models import (
@@ -75,10 +75,7 @@ class CreamFLClient(ClientAlgo):
         model_cfg = client_model_config(site.cfg, site.role, self._model_option)
         self.cfg = with_model(site.cfg, model_cfg)
         self.public = PublicSet.load(site.cfg, data_dir=site.data_dir, manifest=site.manifest)
-        self.data: SiteData = load_site_data(
-            self.cfg, site.site, data_dir=site.data_dir, manifest=site.manifest, site_map=site.site_map,
-            images="image" in self.modalities,
-        )  # fmt: skip
+        self.data: SiteData = site.site_data(self.cfg, images="image" in self.modalities)
         self.model = RoleModel(self.data.model, site.role, len(self.public.findings))
         self.model.make_trainable(list(model_cfg.frozen))
         model_fingerprint = fingerprint({"role": site.role, "model": model_cfg.__dict__})

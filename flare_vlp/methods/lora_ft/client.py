@@ -26,7 +26,7 @@ from flare_vlp.algorithms.orthogonality import (
 from flare_vlp.data.keys import SampleKey
 from flare_vlp.data.manifest import Manifest
 from flare_vlp.experiments.builders import build_dataset, build_loader
-from flare_vlp.experiments.site_data import SiteData, load_site_data, run_manifest
+from flare_vlp.experiments.site_data import SiteData
 from flare_vlp.methods.client import ClientAlgo, ShouldAbort, SiteContext
 from flare_vlp.methods.lora_ft.config import VARIANTS
 from flare_vlp.methods.lora_ft.metrics import classification_metrics
@@ -64,10 +64,8 @@ class LoraFTClient(ClientAlgo):
 
     def initialize(self, site: SiteContext) -> None:
         self.site, self.cfg = site, site.cfg
-        self.data: SiteData = load_site_data(
-            site.cfg, site.site, data_dir=site.data_dir, manifest=site.manifest, site_map=site.site_map
-        )
-        rows = run_manifest(site.cfg, site.data_dir, site.manifest)
+        self.data: SiteData = site.site_data()
+        rows = site.rows()
         self.findings = list(rows.findings)
         test = Manifest([r for r in rows if r.site == self.data.data_site and r.split == "test"], rows.findings)
         self.test_loader = None
